@@ -1,0 +1,67 @@
+# Two commands for a new user (see README.md):
+#   make book   set everything up, build the site from the stored outputs, open it
+#   make test   set everything up, then run every test (CI runs exactly this)
+# Everything installs into .venv; nothing is installed system-wide except, for
+# the browser tests, Debian's chromium and chromium-driver when running as root.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HTML   := _build/html
+
+.PHONY: setup book build open serve test unit notebooks execute browser-deps student clean help
+
+help:
+	@echo "make book      build the book into $(HTML) and open it"
+	@echo "make test      run every test (unit, doctests, notebooks under nbval, build, browser)"
+	@echo "make execute   re-execute every notebook and store its outputs"
+	@echo "make serve     serve the built site on http://localhost:8000"
+	@echo "make student   write student notebooks (no solutions) to student/"
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+setup: $(STAMP)
+
+build: $(STAMP)
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+open:
+	@echo "The book is at file://$(CURDIR)/$(HTML)/index.html"
+	-@$(PY) -m webbrowser -t "file://$(CURDIR)/$(HTML)/index.html" >/dev/null 2>&1
+
+book: build open
+
+serve: $(STAMP)
+	$(PY) -m http.server --directory $(HTML) 8000
+
+execute: $(STAMP)
+	$(PY) scripts/execute_notebooks.py
+
+student: $(STAMP)
+	$(PY) -m kt_helpers.course student student
+
+# Browser tests need Debian's chromium and chromium-driver. Installed here when
+# missing and possible (root with apt-get); otherwise the browser tests are
+# skipped with a message, except under CI, where they must run.
+browser-deps:
+	@if [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing chromium and chromium-driver for the browser tests..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "chromium-driver is missing and cannot be installed here: browser tests will be skipped."; \
+	  fi; \
+	fi
+
+test: $(STAMP) browser-deps build
+	$(PY) -m pytest tests kt_helpers chapters appendices --nbval \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+clean:
+	rm -rf _build student

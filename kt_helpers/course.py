@@ -1,0 +1,212 @@
+"""Course kit: Colab badges and setup cells, a fork's repository URL, student notebooks.
+
+The book's repository URL is written in exactly one place, ``_config.yml``
+(``repository.url`` and ``repository.branch``). Everything else that names the
+repository — each notebook's "Open in Colab" badge and its setup cell, which
+installs ``kt_helpers`` on Colab — is generated from it by this module::
+
+    python -m kt_helpers.course set-repo https://github.com/me/my-fork [--branch main]
+    python -m kt_helpers.course sync            # regenerate badges and setup cells
+    python -m kt_helpers.course student OUTDIR  # notebooks without solutions
+
+Introduced in the appendix "For instructors".
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = [
+    "BADGE_TAG",
+    "SETUP_TAG",
+    "badge_markdown",
+    "colab_url",
+    "find_book_root",
+    "notebooks",
+    "read_repository",
+    "set_repository",
+    "setup_source",
+    "sync_notebook",
+]
+
+BADGE_TAG = "colab-badge"
+SETUP_TAG = "colab-setup"
+_REPO_RE = re.compile(r"^https://github\.com/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+?)(?:\.git)?/?$")
+
+
+def find_book_root(start: Path | None = None) -> Path:
+    """The folder holding ``_config.yml``, searched upwards from ``start`` (default: here)."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "_config.yml").is_file() and (folder / "_toc.yml").is_file():
+            return folder
+    raise ValueError(
+        f"No book found: expected a folder holding _config.yml and _toc.yml at or above {start}."
+    )
+
+
+def _parse_repo(url: str) -> tuple[str, str]:
+    match = _REPO_RE.match(url.strip())
+    if not match:
+        raise ValueError(
+            "The 'url' of the repository must look like https://github.com/OWNER/NAME. "
+            f"Got {url!r} instead."
+        )
+    return match.group(1), match.group(2)
+
+
+def read_repository(root: Path | None = None) -> tuple[str, str]:
+    """``(url, branch)`` of the book's repository, read from ``_config.yml``."""
+    import yaml
+
+    root = root or find_book_root()
+    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
+    repo = config.get("repository") or {}
+    url, branch = repo.get("url"), repo.get("branch", "main")
+    if not url:
+        raise ValueError("_config.yml must set repository.url. Got nothing.")
+    _parse_repo(url)
+    return url.rstrip("/"), branch
+
+
+def colab_url(url: str, branch: str, notebook_path: str) -> str:
+    """Colab's address of a notebook of the repository, e.g. ``chapters/01_x.ipynb``."""
+    owner, name = _parse_repo(url)
+    return f"https://colab.research.google.com/github/{owner}/{name}/blob/{branch}/{notebook_path}"
+
+
+def badge_markdown(url: str, branch: str, notebook_path: str) -> str:
+    """The "Open in Colab" badge of a notebook, as Markdown (shown in Jupyter and Colab;
+    the website uses its own launch button instead)."""
+    return (
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        f"({colab_url(url, branch, notebook_path)})"
+    )
+
+
+def setup_source(url: str, branch: str) -> str:
+    """The setup cell: install ``kt_helpers`` from the repository only when it is missing.
+
+    ``pip`` is asked for the helper package alone; its dependencies carry
+    loose lower bounds, so the torch, numpy and matplotlib that Colab already
+    has are kept. Outside Colab, where ``kt_helpers`` is installed, it does nothing.
+    """
+    _parse_repo(url)
+    return (
+        "# Setup: on Colab (or anywhere kt_helpers is missing), install the book's helper\n"
+        "# package from its repository. Packages already installed, such as torch, are kept.\n"
+        "import importlib.util, subprocess, sys\n"
+        "\n"
+        'if importlib.util.find_spec("kt_helpers") is None:\n'
+        "    subprocess.run(\n"
+        f'        [sys.executable, "-m", "pip", "install", "--quiet", "kt-helpers @ git+{url}@{branch}"],\n'
+        "        check=True,\n"
+        "    )"
+    )
+
+
+def notebooks(root: Path | None = None) -> list[Path]:
+    """Every notebook of the book (under ``chapters/`` and ``appendices/``), sorted."""
+    root = root or find_book_root()
+    found: list[Path] = []
+    for folder in ("chapters", "appendices"):
+        found += [
+            p for p in (root / folder).rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
+        ]
+    return sorted(found)
+
+
+def _tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def sync_notebook(nb, notebook_path: str, url: str, branch: str) -> bool:
+    """Insert or update a notebook's badge and setup cells; return whether it changed.
+
+    The badge follows the title cell, the setup cell follows the badge. Both
+    are tagged ``remove-cell`` so the website shows neither (it has its own
+    launch button); Jupyter and Colab show both.
+    """
+    import nbformat
+
+    badge = badge_markdown(url, branch, notebook_path)
+    setup = setup_source(url, branch)
+    cells = nb.cells
+    old = [c for c in cells if BADGE_TAG in _tags(c) or SETUP_TAG in _tags(c)]
+    rest = [c for c in cells if c not in old]
+    badge_cell = nbformat.v4.new_markdown_cell(badge, metadata={"tags": [BADGE_TAG, "remove-cell"]})
+    setup_cell = nbformat.v4.new_code_cell(setup, metadata={"tags": [SETUP_TAG, "remove-cell"]})
+    for new, tag in ((badge_cell, BADGE_TAG), (setup_cell, SETUP_TAG)):
+        prev = next((c for c in old if tag in _tags(c)), None)
+        if prev is not None:
+            new["id"] = prev.get("id", new.get("id"))
+            if prev.get("source") == new["source"] and prev.get("cell_type") == "code":
+                new["outputs"] = prev.get("outputs", [])
+                new["execution_count"] = prev.get("execution_count")
+    first = 1 if rest and rest[0].cell_type == "markdown" else 0
+    new_cells = rest[:first] + [badge_cell, setup_cell] + rest[first:]
+    changed = [(c.cell_type, c.source) for c in new_cells] != [(c.cell_type, c.source) for c in cells]
+    nb.cells = new_cells
+    return changed
+
+
+def sync(root: Path | None = None) -> list[Path]:
+    """Regenerate every notebook's badge and setup cell from ``_config.yml``; return the changed ones."""
+    import nbformat
+
+    root = root or find_book_root()
+    url, branch = read_repository(root)
+    changed = []
+    for path in notebooks(root):
+        nb = nbformat.read(path, as_version=4)
+        if sync_notebook(nb, path.relative_to(root).as_posix(), url, branch):
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
+
+
+def set_repository(url: str, branch: str = "main", root: Path | None = None) -> list[Path]:
+    """Point the book at another repository (e.g. an instructor's fork).
+
+    Rewrites ``repository.url`` and ``repository.branch`` in ``_config.yml`` —
+    the one place the URL is written — and regenerates every badge and setup cell.
+    """
+    _parse_repo(url)
+    if not re.fullmatch(r"[A-Za-z0-9._/-]+", branch):
+        raise ValueError(f"The 'branch' must be a git branch name. Got {branch!r} instead.")
+    root = root or find_book_root()
+    config_path = root / "_config.yml"
+    text = config_path.read_text(encoding="utf-8")
+    block = re.search(r"^repository:\n((?:[ \t]+.*\n)+)", text, flags=re.M)
+    if block is None:
+        raise ValueError("_config.yml has no 'repository:' block to rewrite.")
+    body = block.group(1)
+    body = re.sub(r"^(\s+url:).*$", rf"\1 {url.rstrip('/')}", body, flags=re.M)
+    body = re.sub(r"^(\s+branch:).*$", rf"\1 {branch}", body, flags=re.M)
+    config_path.write_text(text[: block.start(1)] + body + text[block.end(1) :], encoding="utf-8")
+    return sync(root)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kt_helpers.course", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_repo = sub.add_parser("set-repo", help="point the book (badges, setup cells, launch buttons) at a repository")
+    p_repo.add_argument("url")
+    p_repo.add_argument("--branch", default="main")
+    sub.add_parser("sync", help="regenerate every notebook's Colab badge and setup cell from _config.yml")
+    args = parser.parse_args(argv)
+    if args.command == "set-repo":
+        changed = set_repository(args.url, args.branch)
+        print(f"repository set to {args.url} ({args.branch}); {len(changed)} notebook(s) updated")
+    elif args.command == "sync":
+        changed = sync()
+        print(f"{len(changed)} notebook(s) updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

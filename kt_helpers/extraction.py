@@ -1,0 +1,151 @@
+"""Step 2 of 4 — knowledge extraction: take the source model's knowledge out.
+
+The source document says knowledge "is usually the model's weights, features
+or rules". Here each is one function:
+
+* outputs — :func:`soft_targets`, the class probabilities at a temperature
+  (Hinton et al., 2015), and :func:`logits`;
+* features — :func:`features`, a named layer's activations, read with a forward hook;
+* weights — :func:`weights`, a detached copy of the state dict.
+
+Extraction runs the source once, in evaluation mode and without gradients, so
+that the knowledge can be cached and reused for every epoch of training.
+Introduced in chapter 2.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._validation import check_positive, check_tensor
+from .train import predict_logits
+
+__all__ = ["features", "layer_names", "logits", "soft_targets", "weights"]
+
+
+def logits(model: nn.Module, X: Tensor) -> Tensor:
+    """The model's logits for ``X`` (evaluation mode, no gradient), on the CPU.
+
+    Shape:
+        - X: (N, ...). Output: (N, num_classes).
+    """
+    return predict_logits(model, X)
+
+
+def soft_targets(model: nn.Module, X: Tensor, temperature: float = 1.0) -> Tensor:
+    """Class probabilities softened by a temperature: ``softmax(model(X) / T)``.
+
+    .. math::
+        p_i = \\frac{\\exp(z_i / T)}{\\sum_j \\exp(z_j / T)}
+
+    At ``T = 1`` these are the model's ordinary probabilities; a higher ``T``
+    raises the small probabilities of the wrong classes, the "dark knowledge"
+    of which wrong classes the model finds similar (Hinton et al., 2015).
+    The model runs in evaluation mode without gradients; its mode is restored.
+
+    Args:
+        model: the source (teacher) model.
+        X: inputs of shape (N, ...).
+        temperature: T > 0.
+
+    Returns:
+        Probabilities of shape (N, num_classes), rows summing to 1.
+
+    Example:
+        >>> model = torch.nn.Linear(4, 3)
+        >>> soft_targets(model, torch.zeros(2, 4), temperature=2.0).sum(dim=1)
+        tensor([1., 1.])
+    """
+    temperature = check_positive(temperature, "soft_targets", "temperature")
+    check_tensor(X, "soft_targets", "X")
+    return F.softmax(logits(model, X) / temperature, dim=1)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Names of the model's sub-modules, as accepted by :func:`features`.
+
+    Example:
+        >>> layer_names(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()))
+        ['0', '1']
+    """
+    return [name for name, _ in model.named_modules() if name]
+
+
+def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in model.modules()):
+            raise ValueError(
+                "The 'layer' parameter of features must be a sub-module of 'model'. "
+                f"Got a {type(layer).__name__} that is not part of the model."
+            )
+        return layer
+    modules = dict(model.named_modules())
+    if layer not in modules or layer == "":
+        raise ValueError(
+            "The 'layer' parameter of features must name a sub-module of 'model', one of "
+            f"{layer_names(model)}. Got {layer!r} instead."
+        )
+    return modules[layer]
+
+
+@torch.no_grad()
+def features(
+    model: nn.Module, X: Tensor, layer: str | nn.Module, *, batch_size: int = 1024
+) -> Tensor:
+    """A layer's activations for ``X``, read with a forward hook.
+
+    The model runs as usual (evaluation mode, no gradient); a hook registered
+    on ``layer`` copies that layer's output, and is removed afterwards even if
+    the forward pass fails. Recurrent layers return ``(output, state)``: the
+    hook keeps the output.
+
+    Args:
+        model: the source model.
+        X: inputs of shape (N, ...).
+        layer: a sub-module or its name (see :func:`layer_names`), e.g.
+            ``"body.relu3"`` for the penultimate features of :class:`~kt_helpers.models.DigitCNN`.
+        batch_size: samples per forward pass.
+
+    Returns:
+        Activations of shape (N, ...) as the layer produces them, on the CPU.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        >>> features(net, torch.zeros(5, 4), "1").shape
+        torch.Size([5, 3])
+    """
+    check_tensor(X, "features", "X")
+    module = _resolve_layer(model, layer)
+    captured: list[Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        out = output[0] if isinstance(output, tuple) else output
+        captured.append(out.detach().cpu())
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    handle = module.register_forward_hook(hook)
+    try:
+        for start in range(0, len(X), batch_size):
+            model(X[start : start + batch_size].to(device))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return torch.cat(captured)
+
+
+def weights(model: nn.Module) -> dict[str, Tensor]:
+    """A detached copy of the model's state dict: its knowledge as weights.
+
+    Changing the copy never changes the model, and vice versa.
+
+    Example:
+        >>> w = weights(torch.nn.Linear(2, 1))
+        >>> sorted(w)
+        ['bias', 'weight']
+    """
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+

@@ -1,0 +1,178 @@
+"""Measures of models and of representations: accuracy, calibration, agreement,
+similarity (linear CKA) and the loss barrier between two networks.
+
+These functions only compute; the figures live in :mod:`kt_helpers.plots`.
+Introduced in chapter 2 (selection) and chapter 3 (CKA, loss barrier).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ._validation import (
+    check_int,
+    check_labels,
+    check_same_rows,
+    check_same_shape,
+    check_tensor,
+)
+
+__all__ = [
+    "accuracy",
+    "agreement",
+    "expected_calibration_error",
+    "linear_cka",
+    "loss_barrier",
+]
+
+
+def accuracy(logits: Tensor, y: Tensor) -> float:
+    """Fraction of samples whose highest-scoring class is the label.
+
+    Args:
+        logits: scores (or probabilities) of shape (N, C).
+        y: labels of shape (N,).
+
+    Example:
+        >>> accuracy(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0]))
+        0.5
+    """
+    check_tensor(logits, "accuracy", "logits", ndim=2)
+    check_labels(y, "accuracy", "y")
+    check_same_rows(logits, y, "accuracy", ("logits", "y"))
+    return float((logits.argmax(dim=1) == y).float().mean())
+
+
+def agreement(logits_a: Tensor, logits_b: Tensor) -> float:
+    """Fraction of samples on which two models predict the same class.
+
+    Args:
+        logits_a, logits_b: scores of shape (N, C) for the same samples.
+    """
+    check_tensor(logits_a, "agreement", "logits_a", ndim=2)
+    check_tensor(logits_b, "agreement", "logits_b", ndim=2)
+    check_same_shape(logits_a, logits_b, "agreement", ("logits_a", "logits_b"))
+    return float((logits_a.argmax(1) == logits_b.argmax(1)).float().mean())
+
+
+def expected_calibration_error(probs: Tensor, y: Tensor, *, n_bins: int = 15) -> float:
+    """Expected calibration error (ECE) of predicted probabilities.
+
+    Predictions are grouped into ``n_bins`` equal-width bins of confidence
+    (the top probability); ECE is the bin-size-weighted mean gap between
+    confidence and accuracy (Guo et al., 2017):
+
+    .. math::
+        \\mathrm{ECE} = \\sum_{b=1}^{B} \\frac{|S_b|}{N}\\,
+        \\bigl|\\mathrm{acc}(S_b) - \\mathrm{conf}(S_b)\\bigr|
+
+    A perfectly calibrated model (70% sure means right 70% of the time) has ECE 0.
+
+    Args:
+        probs: probabilities of shape (N, C), rows summing to 1.
+        y: labels of shape (N,).
+        n_bins: number of confidence bins.
+
+    Example:
+        >>> probs = torch.tensor([[0.9, 0.1], [0.9, 0.1]])
+        >>> round(expected_calibration_error(probs, torch.tensor([0, 1])), 4)
+        0.4
+    """
+    check_tensor(probs, "expected_calibration_error", "probs", ndim=2)
+    check_labels(y, "expected_calibration_error", "y")
+    check_same_rows(probs, y, "expected_calibration_error", ("probs", "y"))
+    check_int(n_bins, "expected_calibration_error", "n_bins")
+    row_sums = probs.sum(dim=1)
+    if probs.numel() and (
+        float(probs.min()) < 0 or not torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-4)
+    ):
+        raise ValueError(
+            "The 'probs' parameter of expected_calibration_error must hold probabilities: "
+            "non-negative rows summing to 1. Pass softmax(logits), not logits."
+        )
+    confidence, prediction = probs.max(dim=1)  # (N,), (N,)
+    correct = (prediction == y).float()
+    bins = torch.clamp((confidence * n_bins).ceil().long() - 1, 0, n_bins - 1)  # (N,)
+    ece = torch.zeros((), dtype=torch.float64)
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            gap = (correct[in_bin].mean() - confidence[in_bin].mean()).abs()
+            ece += in_bin.float().mean().double() * gap.double()
+    return float(ece)
+
+
+def linear_cka(X: Tensor, Y: Tensor) -> float:
+    """Linear centred kernel alignment between two representations of the same samples.
+
+    With column-centred ``X`` (N, p) and ``Y`` (N, q) (Kornblith et al., 2019):
+
+    .. math::
+        \\mathrm{CKA}(X, Y) = \\frac{\\lVert Y^\\top X \\rVert_F^2}
+        {\\lVert X^\\top X \\rVert_F \\, \\lVert Y^\\top Y \\rVert_F}
+
+    It lies in [0, 1], is invariant to orthogonal transforms and isotropic
+    scaling of either representation (not to arbitrary invertible linear maps),
+    and needs no mapping between the two spaces: ``p`` and ``q`` may differ.
+
+    Args:
+        X: representation of shape (N, p).
+        Y: representation of shape (N, q), the same N samples in the same order.
+
+    Example:
+        >>> X = torch.randn(100, 5)
+        >>> round(linear_cka(X, 3 * X), 6)
+        1.0
+    """
+    check_tensor(X, "linear_cka", "X", ndim=2)
+    check_tensor(Y, "linear_cka", "Y", ndim=2)
+    check_same_rows(X, Y, "linear_cka", ("X", "Y"))
+    X = X.double() - X.double().mean(dim=0, keepdim=True)  # (N, p) centred
+    Y = Y.double() - Y.double().mean(dim=0, keepdim=True)  # (N, q) centred
+    cross = torch.linalg.matrix_norm(Y.T @ X) ** 2  # ||Y^T X||_F^2
+    norm_x = torch.linalg.matrix_norm(X.T @ X)
+    norm_y = torch.linalg.matrix_norm(Y.T @ Y)
+    if float(norm_x) == 0.0 or float(norm_y) == 0.0:
+        raise ValueError(
+            "The 'X' and 'Y' parameters of linear_cka must each vary across samples. "
+            "Got a representation that is constant over all samples."
+        )
+    return float(cross / (norm_x * norm_y))
+
+
+def loss_barrier(losses: Sequence[float], alphas: Sequence[float]) -> float:
+    """Height of the loss barrier along a linear path between two networks.
+
+    With ``losses[i]`` the loss of the network ``alphas[i]·θ_A + (1 − alphas[i])·θ_B``
+    (so α = 1 is network A, α = 0 network B), the barrier is the largest rise of
+    the path above the straight line joining its two ends (Frankle et al., 2020;
+    Entezari et al., 2022):
+
+    .. math::
+        B = \\max_\\alpha \\; L(\\alpha\\theta_A + (1-\\alpha)\\theta_B)
+            - \\bigl(\\alpha L(\\theta_A) + (1-\\alpha) L(\\theta_B)\\bigr)
+
+    Args:
+        losses: losses along the path.
+        alphas: the matching interpolation weights; must include 0 and 1.
+
+    Example:
+        >>> round(loss_barrier([0.1, 0.9, 0.3], [0.0, 0.5, 1.0]), 4)
+        0.7
+    """
+    if len(losses) != len(alphas):
+        raise ValueError(
+            "The 'losses' and 'alphas' parameters of loss_barrier must have the same length. "
+            f"Got {len(losses)} and {len(alphas)} instead."
+        )
+    pairs = dict(zip((float(a) for a in alphas), (float(v) for v in losses)))
+    if 0.0 not in pairs or 1.0 not in pairs:
+        raise ValueError(
+            "The 'alphas' parameter of loss_barrier must include both ends of the path, 0 and 1. "
+            f"Got {sorted(pairs)} instead."
+        )
+    loss_a, loss_b = pairs[1.0], pairs[0.0]
+    return max(v - (a * loss_a + (1 - a) * loss_b) for a, v in pairs.items())

@@ -1,0 +1,96 @@
+"""Execute the book's notebooks deterministically and store their outputs.
+
+    python scripts/execute_notebooks.py                 # every notebook
+    python scripts/execute_notebooks.py chapters/01_*.ipynb
+
+For each notebook: regenerate its Colab badge and setup cell from
+``_config.yml`` (see :mod:`kt_helpers.course`), run it top to bottom in a fresh
+kernel with the notebook's folder as working directory, then store it with
+clean metadata — no execution timestamps, no widget state, no Python patch
+version — so that re-running it changes nothing but what the code computes.
+Prints each notebook's run time and writes them to
+``benchmarks/results/notebook_times.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kt_helpers import course  # noqa: E402
+
+#: Mime types of live widgets: meaningless on a static page or in a diff.
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def clean(nb: nbformat.NotebookNode) -> None:
+    """Strip what varies between runs without being a result."""
+    nb.metadata.pop("widgets", None)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("collapsed", None)
+        cell.metadata.pop("scrolled", None)
+        if cell.cell_type != "code":
+            continue
+        for output in cell.outputs:
+            output.get("metadata", {}).pop("execution", None)
+            data = output.get("data")
+            if data and WIDGET_MIME in data:
+                del data[WIDGET_MIME]
+
+
+def execute(path: Path, timeout: int) -> float:
+    """Run one notebook in place; return its wall-clock time in seconds."""
+    nb = nbformat.read(path, as_version=4)
+    url, branch = course.read_repository(ROOT)
+    course.sync_notebook(nb, path.relative_to(ROOT).as_posix(), url, branch)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+        record_timing=False,
+    )
+    start = time.perf_counter()
+    client.execute()
+    elapsed = time.perf_counter() - start
+    clean(nb)
+    nbformat.write(nb, path)
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook of the book")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    paths = [p.resolve() for p in args.notebooks] or course.notebooks(ROOT)
+    times_path = ROOT / "benchmarks" / "results" / "notebook_times.json"
+    times = json.loads(times_path.read_text()) if times_path.exists() else {}
+    for path in paths:
+        seconds = execute(path, args.timeout)
+        key = path.relative_to(ROOT).as_posix()
+        times[key] = round(seconds, 1)
+        print(f"{seconds:6.1f} s  {key}", flush=True)
+    known = {p.relative_to(ROOT).as_posix() for p in course.notebooks(ROOT)}
+    times = {k: v for k, v in sorted(times.items()) if k in known}
+    times_path.parent.mkdir(parents=True, exist_ok=True)
+    times_path.write_text(json.dumps(times, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

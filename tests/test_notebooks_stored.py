@@ -1,0 +1,69 @@
+"""Every notebook is committed executed: with outputs, in order, without errors.
+
+nbval re-executes notebooks and compares outputs, but it passes a notebook that
+has no stored outputs at all; these checks close that gap.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from kt_helpers import course
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = course.notebooks(ROOT)
+IDS = [p.relative_to(ROOT).as_posix() for p in NOTEBOOKS]
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+
+
+def test_the_book_has_notebooks():
+    assert len(NOTEBOOKS) >= 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_every_code_cell_was_executed_in_order(path):
+    nb = nbformat.read(path, as_version=4)
+    counts = [c.execution_count for c in _code_cells(nb)]
+    assert counts, f"{path.name} has no code cells"
+    assert None not in counts, f"{path.name}: {counts.count(None)} code cells were never executed"
+    assert counts == list(range(1, len(counts) + 1)), (
+        f"{path.name} was not executed top to bottom in one fresh kernel: {counts}"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_no_stored_error_or_warning(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in _code_cells(nb):
+        for output in cell.outputs:
+            assert output.output_type != "error", f"{path.name}: stored error {output.get('ename')}"
+            if output.output_type == "stream" and output.name == "stderr":
+                assert not re.search(r"\b\w*Warning\b", output.text), (
+                    f"{path.name}: a warning is stored in the outputs:\n{output.text}"
+                )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_shows_results(path):
+    """Most code cells of a chapter produce visible output (a number, a table, a figure)."""
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in _code_cells(nb) if "colab-setup" not in c.metadata.get("tags", [])]
+    with_output = [c for c in cells if c.outputs]
+    assert len(with_output) >= max(1, len(cells) // 3), (
+        f"{path.name}: only {len(with_output)} of {len(cells)} code cells have stored outputs"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_clean_metadata(path):
+    nb = nbformat.read(path, as_version=4)
+    assert "widgets" not in nb.metadata, f"{path.name} stores widget state"
+    for cell in nb.cells:
+        assert "execution" not in cell.metadata, f"{path.name} stores execution timestamps"
