@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 HTML   := _build/html
 
-.PHONY: setup book build open serve test unit notebooks execute browser-deps student clean help
+.PHONY: setup book build open serve test execute browser-deps student book-no-solutions clean help
 
 help:
 	@echo "make book      build the book into $(HTML) and open it"
@@ -18,6 +18,7 @@ help:
 	@echo "make execute   re-execute every notebook and store its outputs"
 	@echo "make serve     serve the built site on http://localhost:8000"
 	@echo "make student   write student notebooks (no solutions) to student/"
+	@echo "make book-no-solutions   build the site without solutions into _build/no-solutions"
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +46,11 @@ execute: $(STAMP)
 
 student: $(STAMP)
 	$(PY) -m kt_helpers.course student student
+
+# The site without solutions (exercises only), for students: _build/no-solutions/_build/html
+book-no-solutions: $(STAMP)
+	$(PY) -m kt_helpers.course no-solutions-config _build/no_solutions_config.yml
+	$(VENV)/bin/jupyter-book build . --config _build/no_solutions_config.yml --path-output _build/no-solutions -W -n --keep-going
 
 # Browser tests need Debian's chromium and chromium-driver. Installed here when
 # missing and possible (root with apt-get); otherwise the browser tests are

@@ -9,7 +9,10 @@ installs ``kt_helpers`` on Colab — is generated from it by this module::
     python -m kt_helpers.course sync            # regenerate badges and setup cells
     python -m kt_helpers.course student OUTDIR  # notebooks without solutions
 
-Introduced in the appendix "For instructors".
+Student versions keep every exercise and drop every solution: the
+sphinx-exercise ``{solution}`` blocks in Markdown cells, gated solutions
+between ``{solution-start}`` and ``{solution-end}``, and code cells tagged
+``solution``. Introduced in the appendix "For instructors".
 """
 
 from __future__ import annotations
@@ -30,9 +33,13 @@ __all__ = [
     "read_repository",
     "set_repository",
     "setup_source",
+    "strip_solutions",
+    "student_notebook",
     "sync_notebook",
+    "write_student_notebooks",
 ]
 
+SOLUTION_TAG = "solution"
 BADGE_TAG = "colab-badge"
 SETUP_TAG = "colab-setup"
 _REPO_RE = re.compile(r"^https://github\.com/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+?)(?:\.git)?/?$")
@@ -191,6 +198,122 @@ def set_repository(url: str, branch: str = "main", root: Path | None = None) -> 
     return sync(root)
 
 
+# --- student versions ------------------------------------------------------------------------
+
+_FENCE_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|:{3,})\{(?P<name>[a-z-]+)\}")
+
+
+def strip_solutions(markdown: str) -> tuple[str, int]:
+    r"""Remove every sphinx-exercise ``{solution}`` block from a Markdown text.
+
+    Handles backtick and colon fences of any length (a block closes at a line
+    holding the same fence, or a longer one, alone).
+
+    Returns:
+        ``(text, count)``: the text without solutions and how many were removed.
+
+    Example:
+        >>> text = "Before\n```{solution} ex-1\n:class: dropdown\n\nSecret\n```\nAfter"
+        >>> strip_solutions(text)
+        ('Before\nAfter', 1)
+    """
+    lines = markdown.split("\n")
+    out: list[str] = []
+    removed = 0
+    i = 0
+    while i < len(lines):
+        match = _FENCE_OPEN.match(lines[i])
+        if match and match.group("name") == "solution":
+            fence = match.group("fence")
+            closing = re.compile(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
+            i += 1
+            while i < len(lines) and not closing.match(lines[i]):
+                i += 1
+            i += 1  # skip the closing fence
+            removed += 1
+            continue
+        out.append(lines[i])
+        i += 1
+    text = "\n".join(out)
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") if removed else text, removed
+
+
+def student_notebook(nb) -> tuple[object, dict[str, int]]:
+    """A copy of a notebook without solutions and without outputs.
+
+    Returns:
+        ``(notebook, counts)`` with counts of ``exercises`` kept and
+        ``solutions`` removed (Markdown blocks, gated solutions and
+        solution-tagged code cells).
+    """
+    import copy as _copy
+
+    nb = _copy.deepcopy(nb)
+    kept = []
+    counts = {"exercises": 0, "solutions": 0}
+    in_gated = False
+    for cell in nb.cells:
+        source = cell.source
+        if cell.cell_type == "markdown" and re.search(r"\{solution-start\}", source):
+            in_gated = True
+            counts["solutions"] += 1
+            continue
+        if in_gated:
+            if cell.cell_type == "markdown" and re.search(r"\{solution-end\}", source):
+                in_gated = False
+            continue
+        if SOLUTION_TAG in _tags(cell):
+            counts["solutions"] += 1
+            continue
+        if cell.cell_type == "markdown":
+            counts["exercises"] += len(re.findall(r"\{exercise(?:-start)?\}", source))
+            cell.source, removed = strip_solutions(source)
+            counts["solutions"] += removed
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        kept.append(cell)
+    nb.cells = kept
+    return nb, counts
+
+
+def write_student_notebooks(outdir: Path, root: Path | None = None) -> dict[str, dict[str, int]]:
+    """Write the student version of every notebook under ``outdir``, keeping the book's layout.
+
+    Returns:
+        For each notebook (path relative to the book), its counts of exercises
+        kept and solutions removed.
+    """
+    import nbformat
+
+    root = root or find_book_root()
+    outdir = Path(outdir)
+    report: dict[str, dict[str, int]] = {}
+    for path in notebooks(root):
+        rel = path.relative_to(root)
+        nb, counts = student_notebook(nbformat.read(path, as_version=4))
+        target = outdir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, target)
+        report[rel.as_posix()] = counts
+    return report
+
+
+def no_solutions_config(out: Path, root: Path | None = None) -> Path:
+    """Write a copy of ``_config.yml`` that hides every solution (sphinx-exercise
+    ``hide_solutions``), for a student build of the site."""
+    import yaml
+
+    root = root or find_book_root()
+    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
+    config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
+    config["bibtex_bibfiles"] = [str((root / b).resolve()) for b in config.get("bibtex_bibfiles", [])]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kt_helpers.course", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_repo.add_argument("url")
     p_repo.add_argument("--branch", default="main")
     sub.add_parser("sync", help="regenerate every notebook's Colab badge and setup cell from _config.yml")
+    p_student = sub.add_parser("student", help="write student notebooks (exercises kept, solutions removed)")
+    p_student.add_argument("outdir", type=Path)
+    p_config = sub.add_parser("no-solutions-config", help="write a _config.yml that hides solutions")
+    p_config.add_argument("out", type=Path)
     args = parser.parse_args(argv)
     if args.command == "set-repo":
         changed = set_repository(args.url, args.branch)
@@ -205,6 +332,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "sync":
         changed = sync()
         print(f"{len(changed)} notebook(s) updated")
+    elif args.command == "student":
+        report = write_student_notebooks(args.outdir)
+        exercises = sum(c["exercises"] for c in report.values())
+        solutions = sum(c["solutions"] for c in report.values())
+        print(
+            f"{len(report)} student notebook(s) written to {args.outdir}: "
+            f"{exercises} exercise(s) kept, {solutions} solution(s) removed"
+        )
+    elif args.command == "no-solutions-config":
+        print(no_solutions_config(args.out))
     return 0
 
 

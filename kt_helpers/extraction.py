@@ -15,6 +15,8 @@ Introduced in chapter 2.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,7 +24,7 @@ from torch import Tensor, nn
 from ._validation import check_positive, check_tensor
 from .train import predict_logits
 
-__all__ = ["features", "layer_names", "logits", "soft_targets", "weights"]
+__all__ = ["features", "layer_names", "logits", "sharded", "soft_targets", "weights"]
 
 
 def logits(model: nn.Module, X: Tensor) -> Tensor:
@@ -55,8 +57,9 @@ def soft_targets(model: nn.Module, X: Tensor, temperature: float = 1.0) -> Tenso
 
     Example:
         >>> model = torch.nn.Linear(4, 3)
-        >>> soft_targets(model, torch.zeros(2, 4), temperature=2.0).sum(dim=1)
-        tensor([1., 1.])
+        >>> p = soft_targets(model, torch.zeros(2, 4), temperature=2.0)
+        >>> p.shape, torch.allclose(p.sum(dim=1), torch.ones(2))
+        (torch.Size([2, 3]), True)
     """
     temperature = check_positive(temperature, "soft_targets", "temperature")
     check_tensor(X, "soft_targets", "X")
@@ -149,3 +152,49 @@ def weights(model: nn.Module) -> dict[str, Tensor]:
     """
     return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
+
+
+def sharded(extract: Callable[[Tensor], Tensor], X: Tensor) -> Tensor:
+    """Run an extraction on this process's shard of ``X`` and gather all shards, in order.
+
+    With N processes (see :func:`kt_helpers.train.init_distributed`), process
+    ``r`` extracts the knowledge of samples ``r·n .. (r+1)·n − 1`` only
+    (``n = len(X) / N``), once; the shards are then gathered so that every
+    process holds the whole result, row ``i`` for sample ``i`` — aligned with
+    its sample, as :func:`kt_helpers.train.fit` needs. In a single process it
+    is simply ``extract(X)``. Appendix "Scaling up".
+
+    Args:
+        extract: e.g. ``lambda X: logits(teacher, X)``; must return one row per sample.
+        X: inputs of shape (N, ...), the same on every process.
+
+    Returns:
+        The extracted knowledge for all of ``X``, of shape (N, ...), on the CPU.
+
+    Example:
+        >>> sharded(lambda X: 2 * X, torch.arange(4.0))
+        tensor([0., 2., 4., 6.])
+    """
+    from .train import distributed_context
+
+    check_tensor(X, "sharded", "X")
+    ctx = distributed_context()
+    if ctx.world_size == 1:
+        return extract(X)
+    if len(X) % ctx.world_size:
+        raise ValueError(
+            f"The 'X' parameter of sharded must have a number of samples divisible by the "
+            f"world size {ctx.world_size}. Got {len(X)} samples instead."
+        )
+    import torch.distributed as dist
+
+    n = len(X) // ctx.world_size
+    local = extract(X[ctx.rank * n : (ctx.rank + 1) * n]).contiguous().to(ctx.device)
+    if len(local) != n:
+        raise ValueError(
+            f"The 'extract' parameter of sharded must return one row per sample. "
+            f"Got {len(local)} rows for {n} samples instead."
+        )
+    shards = [torch.empty_like(local) for _ in range(ctx.world_size)]
+    dist.all_gather(shards, local)
+    return torch.cat(shards).cpu()

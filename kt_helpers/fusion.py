@@ -218,8 +218,8 @@ class TransferObjective(nn.Module):
         hint_weight: β ≥ 0, weight of the hint term.
 
     Shape:
-        The student must expose ``features(X)`` and ``head`` (every model in
-        :mod:`kt_helpers.models` does).
+        The student must accept ``model(X, return_features=True)`` and return
+        ``(logits, features)`` (every model in :mod:`kt_helpers.models` does).
     """
 
     def __init__(
@@ -263,8 +263,9 @@ class TransferObjective(nn.Module):
 
     def forward(self, model: nn.Module, X: Tensor, y: Tensor, index: Tensor) -> Tensor:
         index = index.to(X.device)
-        student_features = model.features(X)  # (B, p)
-        student_logits = model.head(student_features)  # (B, C)
+        # One forward call through `model` itself (not model.features + model.head),
+        # so that a DistributedDataParallel wrapper sees it and syncs gradients.
+        student_logits, student_features = model(X, return_features=True)  # (B, C), (B, p)
         if self.teacher_logits is not None:
             loss = kd_loss(
                 student_logits,

@@ -264,6 +264,14 @@ def match_weights(
     layers are visited in random order until no permutation changes
     (Ainsworth, Hayase and Srinivasa, 2023, "Git Re-Basin", Algorithm 1).
 
+    Note:
+        The paper starts the descent from identity permutations, from which it
+        can stop at a local optimum even when ``other`` is an exactly permuted
+        copy of ``reference``. Here it starts from one forward sweep that
+        matches each layer's incoming weights and biases given the layers
+        before it; for a permuted copy that sweep already finds the exact
+        permutations, so the copy is mapped back onto ``reference`` exactly.
+
     Args:
         reference: the MLP to align to (network A).
         other: an MLP of the same architecture (network B).
@@ -295,7 +303,13 @@ def match_weights(
 
     A, B = params(reference), params(other)
     num_hidden = len(pos_a) - 1
-    perms = [np.arange(A[l][0].shape[0]) for l in range(num_hidden)]
+    perms: list[np.ndarray] = []
+    for l in range(num_hidden):  # start: match incoming weights, layer by layer
+        W_a, b_a = A[l]
+        W_b, b_b = B[l]
+        W_b_in = W_b if l == 0 else W_b[:, perms[l - 1]]  # inputs of B aligned to A
+        _, cols = linear_sum_assignment(W_a @ W_b_in.T + np.outer(b_a, b_b), maximize=True)
+        perms.append(cols)
     rng = np.random.default_rng(seed)
 
     for _ in range(max_iter):

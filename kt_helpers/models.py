@@ -5,7 +5,10 @@ taken from one and given to another whatever their architecture:
 
 * ``model.features(X)`` — the penultimate representation, of shape
   (N, feature_dim): the "features" that chapters 2–4 extract and map;
-* ``model.head`` — the final linear layer, so ``model(X) == model.head(model.features(X))``.
+* ``model.head`` — the final linear layer, so ``model(X) == model.head(model.features(X))``;
+* ``model(X, return_features=True)`` — both at once, ``(logits, features)``, in
+  one forward call (what a :class:`~torch.nn.parallel.DistributedDataParallel`
+  wrapper needs to synchronise gradients, see :mod:`kt_helpers.train`).
 
 All models accept images of shape (N, 1, 8, 8). Introduced in chapter 1; the
 CNN → RNN pair is the case study of chapter 4.
@@ -71,8 +74,11 @@ class DigitCNN(nn.Module):
         """Penultimate features, of shape (N, feature_dim)."""
         return self.body(X)
 
-    def forward(self, X: Tensor) -> Tensor:
-        return self.head(self.features(X))
+    def forward(self, X: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits, or ``(logits, features)`` with ``return_features=True``."""
+        features = self.features(X)
+        logits = self.head(features)
+        return (logits, features) if return_features else logits
 
 
 class RowRNN(nn.Module):
@@ -121,8 +127,11 @@ class RowRNN(nn.Module):
         out, _ = self.rnn(seq)  # (N, T, hidden_size)
         return out[:, -1]  # (N, hidden_size)
 
-    def forward(self, X: Tensor) -> Tensor:
-        return self.head(self.features(X))
+    def forward(self, X: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits, or ``(logits, features)`` with ``return_features=True``."""
+        features = self.features(X)
+        logits = self.head(features)
+        return (logits, features) if return_features else logits
 
 
 class MLP(nn.Sequential):
@@ -175,6 +184,12 @@ class MLP(nn.Sequential):
         for layer in list(self)[:-1]:
             X = layer(X)
         return X
+
+    def forward(self, X: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits, or ``(logits, features)`` with ``return_features=True``."""
+        features = self.features(X)
+        logits = self[-1](features)
+        return (logits, features) if return_features else logits
 
 
 def count_parameters(model: nn.Module) -> int:

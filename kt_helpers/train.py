@@ -7,6 +7,13 @@ cross-entropy, the distillation loss, a hint loss. An objective is a callable
 positions of the batch's samples in the training set, so knowledge extracted
 once per sample (a teacher's logits, its features) stays aligned with its
 sample however the batches are shuffled. Introduced in chapter 1.
+
+The same loop scales to several processes (appendix "Scaling up"): started
+under ``torchrun``, call :func:`init_distributed` first; :func:`fit` then wraps
+the model in :class:`~torch.nn.parallel.DistributedDataParallel` and gives
+each process its slice of every global batch, so that a run on N processes
+takes the same optimisation steps as a run on one process with the same
+global batch and seed.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import os
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -24,12 +32,15 @@ from torch import Tensor, nn
 from ._validation import check_int, check_labels, check_positive, check_same_rows, check_tensor
 
 __all__ = [
+    "DistributedContext",
     "History",
     "Objective",
     "cross_entropy_objective",
+    "distributed_context",
     "evaluate",
     "fit",
     "get_device",
+    "init_distributed",
     "predict_logits",
     "seed_everything",
 ]
@@ -69,9 +80,101 @@ def get_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# --- several processes -----------------------------------------------------------------------
+
+_RENDEZVOUS_VARIABLES = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands in a (possibly single-process) run.
+
+    Attributes:
+        rank: this process's index, 0 .. world_size - 1.
+        world_size: number of processes.
+        local_rank: index on this machine (selects the GPU).
+        backend: ``"nccl"`` (GPUs), ``"gloo"`` (CPUs) or ``"none"`` (one process).
+        device: the device this process trains on.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str = "none"
+    device: torch.device = field(default_factory=get_device)
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that should print and save (rank 0)."""
+        return self.rank == 0
+
+
+def distributed_context() -> DistributedContext:
+    """The context of the current process: that of an initialised process group,
+    or a single process on :func:`get_device`."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistributedContext()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = dist.get_backend()
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, backend, device)
+
+
+def init_distributed(*, timeout_s: float = 60.0) -> DistributedContext:
+    """Join the process group that ``torchrun`` set up, or run as one process.
+
+    Reads the environment that ``torchrun`` sets (``WORLD_SIZE``, ``RANK``,
+    ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). Without ``WORLD_SIZE``
+    (or with ``WORLD_SIZE=1``) nothing is initialised and training behaves
+    exactly as in a single process. The backend is ``nccl`` when GPUs are
+    present, ``gloo`` on CPUs. Every collective operation fails after
+    ``timeout_s`` seconds instead of hanging.
+
+    Args:
+        timeout_s: timeout of the rendezvous and of every collective, > 0.
+
+    Returns:
+        The :class:`DistributedContext` of this process.
+
+    Raises:
+        ValueError: if ``WORLD_SIZE`` > 1 but a rendezvous variable is missing
+            or malformed.
+    """
+    import torch.distributed as dist
+
+    timeout_s = check_positive(timeout_s, "init_distributed", "timeout_s")
+    if dist.is_available() and dist.is_initialized():
+        return distributed_context()
+    world = os.environ.get("WORLD_SIZE", "1")
+    if not world.isdigit() or int(world) < 1:
+        raise ValueError(
+            f"The WORLD_SIZE environment variable must be an integer >= 1. Got {world!r} instead."
+        )
+    if int(world) == 1:
+        return DistributedContext()
+    missing = [name for name in _RENDEZVOUS_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise ValueError(
+            f"WORLD_SIZE is {world}, so the rendezvous variables {', '.join(_RENDEZVOUS_VARIABLES)} "
+            f"must all be set. Missing: {', '.join(missing)}. Start the script with torchrun "
+            "(e.g. torchrun --nproc_per_node=2 script.py), which sets them."
+        )
+    use_cuda = torch.cuda.is_available()
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(
+        backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s)
+    )
+    return distributed_context()
+
+
 def cross_entropy_objective(model: nn.Module, X: Tensor, y: Tensor, index: Tensor) -> Tensor:
-    """The plain objective: cross-entropy of the model's logits against the labels."""
-    return F.cross_entropy(model(X), y)
+    """The plain objective: cross-entropy of the model's logits against the labels
+    (samples labelled ``-1`` are ignored)."""
+    return F.cross_entropy(model(X), y, ignore_index=-1)
 
 
 @dataclass
@@ -132,6 +235,15 @@ def fit(
         schedule: ``"cosine"`` (learning rate annealed to 0) or ``"constant"``.
         progress: show a progress bar (:mod:`tqdm.auto`).
 
+    Under ``torchrun`` (after :func:`init_distributed`), ``batch_size`` is the
+    *global* batch: each of the N processes computes the loss on its slice of
+    ``batch_size / N`` samples of the same shuffled batch, and
+    DistributedDataParallel averages the gradients. With a loss that is a mean
+    over samples, the steps equal those of one process with the same global
+    batch and seed, up to floating-point rounding. (With unlabelled samples,
+    ``kd_loss`` averages the hard term over each slice's labelled samples, so
+    the two agree only approximately.)
+
     Returns:
         The :class:`History` of the run.
     """
@@ -153,24 +265,39 @@ def fit(
             f"y_val={'set' if y_val is not None else None} instead."
         )
     objective = objective or cross_entropy_objective
+    ctx = distributed_context()
+    world = ctx.world_size
+    if world > 1:
+        if batch_size % world or len(y) % world:
+            raise ValueError(
+                f"With {world} processes, the 'batch_size' (the global batch) and the number of "
+                f"samples of fit must both be divisible by the world size {world}. "
+                f"Got batch_size={batch_size} and {len(y)} samples instead."
+            )
     device = next(model.parameters()).device
-    params = list(model.parameters()) + list(extra_parameters)
+    extra = list(extra_parameters)
     if isinstance(objective, nn.Module):
         objective.to(device)
-        params += list(objective.parameters())
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        extra += list(objective.parameters())
+    optimizer = torch.optim.Adam(list(model.parameters()) + extra, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(y) // batch_size)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_epochs * steps_per_epoch)
         if schedule == "cosine"
         else None
     )
+    forward_model: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [ctx.local_rank] if ctx.backend == "nccl" else None
+        forward_model = DistributedDataParallel(model, device_ids=ids)
     gen = torch.Generator().manual_seed(seed)
     X, y = X.to(device), y.to(device)
     history = History()
 
     epochs: Iterable[int] = range(num_epochs)
-    if progress:
+    if progress and ctx.is_main:
         from tqdm.auto import tqdm
 
         epochs = tqdm(epochs, desc="epochs", leave=False)
@@ -178,24 +305,46 @@ def fit(
         model.train()
         if isinstance(objective, nn.Module):
             objective.train()
+        # The same shuffle on every process (same generator, same seed).
         order = torch.randperm(len(y), generator=gen)  # (N,) a fresh shuffle per epoch
-        total, count = 0.0, 0
+        total = torch.zeros(2, dtype=torch.float64)  # (sum of losses, number of samples)
         for start in range(0, len(y), batch_size):
             index = order[start : start + batch_size]  # (B,) positions in the training set
+            if world > 1:  # this process's slice of the global batch
+                local = len(index) // world
+                index = index[ctx.rank * local : (ctx.rank + 1) * local]  # (B / world,)
             index_dev = index.to(device)
-            loss = objective(model, X[index_dev], y[index_dev], index)
+            loss = objective(forward_model, X[index_dev], y[index_dev], index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1 and extra:
+                _average_gradients(extra, world)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            total += float(loss.detach()) * len(index)
-            count += len(index)
-        history.train_loss.append(total / count)
+            total += torch.tensor([float(loss.detach()) * len(index), len(index)], dtype=torch.float64)
+        if world > 1:
+            import torch.distributed as dist
+
+            total = total.to(ctx.device)
+            dist.all_reduce(total)
+            total = total.cpu()
+        history.train_loss.append(float(total[0] / total[1]))
         if X_val is not None and y_val is not None:
             history.val_accuracy.append(evaluate(model, X_val, y_val))
     model.eval()
     return history
+
+
+def _average_gradients(params: list[nn.Parameter], world: int) -> None:
+    """Average the gradients of parameters that DistributedDataParallel does not
+    manage (e.g. a learned map held by the objective) over all processes."""
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
 
 
 @torch.no_grad()

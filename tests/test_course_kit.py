@@ -1,0 +1,197 @@
+"""The course kit: Colab badges and setup cells in step with _config.yml,
+student notebooks without solutions, and the Colab install path."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from kt_helpers import course
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = course.notebooks(ROOT)
+IDS = [p.relative_to(ROOT).as_posix() for p in NOTEBOOKS]
+
+
+def _cells_with_tag(nb, tag):
+    return [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_badge_and_setup_cell_match_the_configured_repository(path):
+    url, branch = course.read_repository(ROOT)
+    rel = path.relative_to(ROOT).as_posix()
+    nb = nbformat.read(path, as_version=4)
+    badges = _cells_with_tag(nb, course.BADGE_TAG)
+    setups = _cells_with_tag(nb, course.SETUP_TAG)
+    assert len(badges) == 1 and len(setups) == 1, f"{rel}: expected one badge and one setup cell"
+    assert badges[0].source == course.badge_markdown(url, branch, rel), (
+        f"{rel}: the Colab badge disagrees with _config.yml; run `python -m kt_helpers.course sync`"
+    )
+    assert setups[0].source == course.setup_source(url, branch), (
+        f"{rel}: the setup cell disagrees with _config.yml; run `python -m kt_helpers.course sync`"
+    )
+    # The badge comes right after the title cell, the setup cell right after the badge.
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# ")
+    assert nb.cells[1] is badges[0] and nb.cells[2] is setups[0]
+
+
+def test_the_repository_url_is_written_in_one_place_only():
+    url, _ = course.read_repository(ROOT)
+    owner_name = re.sub(r"^https://github\.com/", "", url)
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert config["html"]["use_repository_button"] is True
+    # Outside _config.yml, the URL may appear only in generated cells and in
+    # documentation about the package itself.
+    allowed = {"_config.yml", "README.md", "CITATION.cff", "pyproject.toml", "CHANGELOG.md"}
+    offenders = []
+    for path in ROOT.rglob("*"):
+        rel = path.relative_to(ROOT).as_posix()
+        if not path.is_file() or rel.split("/")[0] in {".git", ".venv", "_build", "student", "tests"}:
+            continue
+        if path.suffix not in {".py", ".md", ".yml", ".yaml", ".ipynb", ".toml", ".cfg", ".txt"}:
+            continue
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        if owner_name not in text or rel in allowed:
+            continue
+        if path.suffix == ".ipynb":
+            nb = nbformat.read(path, as_version=4)
+            generated = {id(c) for tag in (course.BADGE_TAG, course.SETUP_TAG) for c in _cells_with_tag(nb, tag)}
+            if any(owner_name in c.source for c in nb.cells if id(c) not in generated):
+                offenders.append(rel)
+        else:
+            offenders.append(rel)
+    assert not offenders, f"the repository URL is hard-coded in {offenders}; read it from _config.yml"
+
+
+def test_set_repo_rewrites_the_config_and_every_notebook(tmp_path):
+    import shutil
+
+    book = tmp_path / "book"
+    book.mkdir()
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, book / name)
+    for path in NOTEBOOKS[:2]:
+        target = book / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    subprocess.run(
+        [sys.executable, "-m", "kt_helpers.course", "set-repo", "https://github.com/someone/fork", "--branch", "spring"],
+        cwd=book, check=True, capture_output=True,
+    )
+    assert course.read_repository(book) == ("https://github.com/someone/fork", "spring")
+    for path in course.notebooks(book):
+        nb = nbformat.read(path, as_version=4)
+        badge = _cells_with_tag(nb, course.BADGE_TAG)[0].source
+        assert "someone/fork/blob/spring/" + path.relative_to(book).as_posix() in badge
+        assert "git+https://github.com/someone/fork@spring" in _cells_with_tag(nb, course.SETUP_TAG)[0].source
+
+
+def test_student_versions_keep_exercises_and_drop_solutions(tmp_path):
+    report = course.write_student_notebooks(tmp_path, ROOT)
+    assert set(report) == set(IDS)
+    for rel, counts in report.items():
+        original = nbformat.read(ROOT / rel, as_version=4)
+        student = nbformat.read(tmp_path / rel, as_version=4)
+        text = "\n".join(c.source for c in original.cells if c.cell_type == "markdown")
+        n_exercises = len(re.findall(r"\{exercise(?:-start)?\}", text))
+        n_solutions = len(re.findall(r"\{solution(?:-start)?\}", text)) + len(
+            _cells_with_tag(original, course.SOLUTION_TAG)
+        )
+        assert counts == {"exercises": n_exercises, "solutions": n_solutions}, rel
+        student_text = "\n".join(c.source for c in student.cells)
+        assert len(re.findall(r"\{exercise(?:-start)?\}", student_text)) == n_exercises, rel
+        assert "{solution" not in student_text, f"{rel}: solution text left in the student version"
+        assert not _cells_with_tag(student, course.SOLUTION_TAG)
+        assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
+        # Every code cell but the solutions is kept, unchanged: so the student
+        # notebook runs wherever the original does (nbval runs the original).
+        kept_code = [c.source for c in original.cells
+                     if c.cell_type == "code" and course.SOLUTION_TAG not in c.metadata.get("tags", [])]
+        assert [c.source for c in student.cells if c.cell_type == "code"] == kept_code, rel
+
+
+def test_a_student_notebook_without_its_solution_cells_still_runs(tmp_path):
+    """Execute the student version of every notebook that had solution code cells."""
+    from nbclient import NotebookClient
+
+    executed = 0
+    for path in NOTEBOOKS:
+        original = nbformat.read(path, as_version=4)
+        if not _cells_with_tag(original, course.SOLUTION_TAG):
+            continue
+        nb, _ = course.student_notebook(original)
+        NotebookClient(nb, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        executed += 1
+    if executed == 0:
+        pytest.skip("no notebook has solution code cells: student notebooks are the originals minus Markdown")
+
+
+def test_strip_solutions_handles_colon_fences_and_longer_backticks():
+    text = "A\n::::{solution} ex-a\n:class: dropdown\nhidden\n::::\nB\n````{solution} ex-b\n```python\nx=1\n```\n````\nC"
+    stripped, count = course.strip_solutions(text)
+    assert count == 2
+    assert stripped == "A\nB\nC"
+
+
+def test_no_solutions_config_hides_solutions(tmp_path):
+    out = course.no_solutions_config(tmp_path / "config.yml", ROOT)
+    config = yaml.safe_load(out.read_text())
+    assert config["sphinx"]["config"]["hide_solutions"] is True
+    assert all(Path(b).is_file() for b in config["bibtex_bibfiles"])
+
+
+def test_package_declares_only_lower_bounds():
+    """Installing kt_helpers must never replace the torch (or numpy...) Colab already has."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        assert re.fullmatch(r"[A-Za-z0-9_.-]+>=[0-9.]+", dep), f"{dep!r} is not a loose lower bound"
+
+
+def _local_torch_available() -> bool:
+    return Path("/opt/wheels").is_dir() and any(Path("/opt/wheels").glob("torch-2.13.0*.whl"))
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("CI") or os.environ.get("KT_TEST_COLAB_INSTALL") or _local_torch_available()),
+    reason="needs a torch wheel to install quickly (set KT_TEST_COLAB_INSTALL=1 to run it anyway)",
+)
+def test_setup_cell_installs_kt_helpers_and_keeps_the_existing_torch(tmp_path):
+    """The Colab path, without Colab: a fresh environment that already holds a torch
+    runs the setup cell (pointed at this checkout) and keeps that torch."""
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("the setup cell installs from git: this checkout has no commit")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "torch==2.13.0"], check=True)
+    version = lambda: subprocess.run(  # noqa: E731
+        [python, "-c", "import torch; print(torch.__version__)"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    before = version()
+
+    branch = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--abbrev-ref", "HEAD"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    setup = course.setup_source("https://github.com/kt-book/knowledge-transfer-book", "main")
+    setup = setup.replace("git+https://github.com/kt-book/knowledge-transfer-book@main", f"git+file://{ROOT}@{branch}")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    subprocess.run([python, "-c", setup], check=True, cwd=outside)
+    assert version() == before, "installing kt_helpers replaced the torch that was already there"
+    where = subprocess.run([python, "-c", "import kt_helpers; print(kt_helpers.__file__)"],
+                           check=True, capture_output=True, text=True, cwd=outside).stdout
+    assert str(venv) in where
+    # Running the setup cell again does nothing: kt_helpers is found.
+    again = subprocess.run([python, "-c", setup + "\nprint('ok')"], check=True, capture_output=True, text=True, cwd=outside)
+    assert again.stdout.strip() == "ok"
