@@ -192,8 +192,11 @@ def set_repository(url: str, branch: str = "main", root: Path | None = None) -> 
     if block is None:
         raise ValueError("_config.yml has no 'repository:' block to rewrite.")
     body = block.group(1)
-    body = re.sub(r"^(\s+url:).*$", rf"\1 {url.rstrip('/')}", body, flags=re.M)
-    body = re.sub(r"^(\s+branch:).*$", rf"\1 {branch}", body, flags=re.M)
+    indent = re.match(r"[ \t]+", body).group(0)
+    for key, value in (("url", url.rstrip("/")), ("branch", branch)):
+        body, found = re.subn(rf"^([ \t]+{key}:).*$", rf"\1 {value}", body, flags=re.M)
+        if not found:  # e.g. no 'branch:' line yet: add one, else the branch would stay "main"
+            body += f"{indent}{key}: {value}\n"
     config_path.write_text(text[: block.start(1)] + body + text[block.end(1) :], encoding="utf-8")
     return sync(root)
 

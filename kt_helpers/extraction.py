@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._validation import check_positive, check_tensor
-from .train import predict_logits
+from .train import _device_of, predict_logits
 
 __all__ = ["features", "layer_names", "logits", "sharded", "soft_targets", "weights"]
 
@@ -129,7 +129,7 @@ def features(
 
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = _device_of(model)
     handle = module.register_forward_hook(hook)
     try:
         for start in range(0, len(X), batch_size):

@@ -23,6 +23,7 @@ extracted once and indexed per sample. Introduced in chapter 2, derived in chapt
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
@@ -70,7 +71,8 @@ def fuse(k_target: K, k_mapped: K, alpha: float) -> K:
             ``alpha=1`` returns ``k_target``, ``alpha=0`` returns ``k_mapped``.
 
     Returns:
-        The fused knowledge, of the same type as the inputs.
+        The fused knowledge: a tensor for tensors, a ``dict`` for state dicts
+        (which :meth:`~torch.nn.Module.load_state_dict` accepts).
 
     Example:
         >>> fuse(torch.tensor([1.0, 1.0]), torch.tensor([3.0, 5.0]), alpha=0.5)
@@ -88,7 +90,7 @@ def fuse(k_target: K, k_mapped: K, alpha: float) -> K:
                 fused[key] = alpha * value + (1.0 - alpha) * k_mapped[key].to(value)
             else:
                 fused[key] = value.clone()
-        return type(k_target)(fused) if not isinstance(k_target, dict) else fused
+        return fused
     raise ValueError(
         "The 'k_target' and 'k_mapped' parameters of fuse must both be tensors or both be "
         f"state dicts. Got {type(k_target).__name__} and {type(k_mapped).__name__} instead."
@@ -252,9 +254,15 @@ class TransferObjective(nn.Module):
             check_same_rows(teacher_logits, teacher_features, func, ("teacher_logits", "teacher_features"))
         self.alpha = check_alpha(alpha, func)
         self.temperature = check_positive(temperature, func, "temperature")
-        if hint_weight < 0:
+        if (
+            isinstance(hint_weight, bool)
+            or not isinstance(hint_weight, (int, float))
+            or not math.isfinite(hint_weight)
+            or hint_weight < 0
+        ):
             raise ValueError(
-                f"The 'hint_weight' parameter of {func} must be >= 0. Got {hint_weight!r} instead."
+                f"The 'hint_weight' parameter of {func} must be a finite number >= 0. "
+                f"Got {hint_weight!r} instead."
             )
         self.hint_weight = float(hint_weight)
         self.register_buffer("teacher_logits", None if teacher_logits is None else teacher_logits.detach().clone())

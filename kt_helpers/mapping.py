@@ -16,6 +16,7 @@ linear transform". Three concrete mappings, one per kind of knowledge:
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -88,7 +89,12 @@ class LinearMap:
             ``self``, fitted.
         """
         self._check_input(source, target, "fit")
-        if isinstance(self.ridge, bool) or not isinstance(self.ridge, (int, float)) or self.ridge < 0:
+        if (
+            isinstance(self.ridge, bool)
+            or not isinstance(self.ridge, (int, float))
+            or not math.isfinite(self.ridge)
+            or self.ridge < 0
+        ):
             raise ValueError(
                 "The 'ridge' parameter of LinearMap must be a float >= 0. "
                 f"Got {self.ridge!r} instead."
@@ -378,9 +384,9 @@ def net2wider(
             f"The 'new_width' parameter of net2wider must be an integer >= the current width "
             f"{width}. Got {new_width!r} instead."
         )
-    if noise < 0:
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
         raise ValueError(
-            f"The 'noise' parameter of net2wider must be >= 0. Got {noise!r} instead."
+            f"The 'noise' parameter of net2wider must be a finite number >= 0. Got {noise!r} instead."
         )
     gen = torch.Generator().manual_seed(seed)
     extra = torch.randint(0, width, (new_width - width,), generator=gen)

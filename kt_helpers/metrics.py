@@ -168,6 +168,17 @@ def loss_barrier(losses: Sequence[float], alphas: Sequence[float]) -> float:
             "The 'losses' and 'alphas' parameters of loss_barrier must have the same length. "
             f"Got {len(losses)} and {len(alphas)} instead."
         )
+    bad = [a for a in alphas if not 0.0 <= float(a) <= 1.0]
+    if bad:
+        raise ValueError(
+            "The 'alphas' parameter of loss_barrier must hold weights in [0, 1]. "
+            f"Got {bad} instead."
+        )
+    if len(set(float(a) for a in alphas)) != len(alphas):
+        raise ValueError(
+            "The 'alphas' parameter of loss_barrier must not repeat a weight. "
+            f"Got {list(alphas)} instead."
+        )
     pairs = dict(zip((float(a) for a in alphas), (float(v) for v in losses)))
     if 0.0 not in pairs or 1.0 not in pairs:
         raise ValueError(

@@ -69,7 +69,6 @@ def seed_everything(seed: int = 0, *, num_threads: int | None = None) -> torch.G
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
     if num_threads is not None:
         torch.set_num_threads(check_int(num_threads, "seed_everything", "num_threads"))
     return torch.Generator().manual_seed(seed)
@@ -264,7 +263,8 @@ def fit(
             f"Got X_val={'set' if X_val is not None else None} and "
             f"y_val={'set' if y_val is not None else None} instead."
         )
-    objective = objective or cross_entropy_objective
+    if objective is None:
+        objective = cross_entropy_objective
     ctx = distributed_context()
     world = ctx.world_size
     if world > 1:
@@ -357,12 +357,20 @@ def predict_logits(model: nn.Module, X: Tensor, *, batch_size: int = 1024) -> Te
     check_tensor(X, "predict_logits", "X")
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    out = torch.cat(
-        [model(X[i : i + batch_size].to(device)).cpu() for i in range(0, len(X), batch_size)]
-    )
-    model.train(was_training)
-    return out
+    device = _device_of(model)
+    try:
+        return torch.cat(
+            [model(X[i : i + batch_size].to(device)).cpu() for i in range(0, len(X), batch_size)]
+        )
+    finally:
+        model.train(was_training)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (the CPU if it has none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def evaluate(model: nn.Module, X: Tensor, y: Tensor) -> float:
