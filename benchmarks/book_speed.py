@@ -1,0 +1,205 @@
+"""How fast the book runs: every notebook in a fresh kernel, and the site build.
+
+    python benchmarks/book_speed.py                   # notebooks and build
+    python benchmarks/book_speed.py --skip-notebooks  # only the site build
+    python benchmarks/book_speed.py --skip-build      # only the notebooks
+    python benchmarks/book_speed.py chapters/02_four_steps.ipynb   # some notebooks
+
+Targets (CONTRIBUTING.md): every notebook runs top to bottom in under 60 s,
+all of them together in under 5 minutes, and ``jupyter-book build`` from the
+stored outputs takes under a minute.
+
+Each notebook runs with nbclient in its own fresh kernel, inside a temporary
+copy of the book (the notebook's folder is the working directory, as in
+``scripts/execute_notebooks.py``), so the committed notebooks and anything
+they read stay untouched; its time includes the kernel's start. The build
+writes into a temporary folder. Prints each figure and whether each target
+holds, and writes the figures to ``benchmarks/results/book_speed.json`` (a run
+that skips a part keeps that part's earlier figures). Exits with 1 when a
+target is missed or a notebook fails, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kt_helpers import course  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "book_speed.json"
+NOTEBOOK_TARGET_S = 60.0
+TOTAL_TARGET_S = 300.0
+BUILD_TARGET_S = 60.0
+#: What the temporary copy of the book leaves out: environments, builds, history.
+IGNORE = shutil.ignore_patterns(
+    ".venv", "_build", ".git", "student", "__pycache__", ".ipynb_checkpoints",
+    ".pytest_cache", ".hypothesis", "*.egg-info", "build",
+)
+
+
+def _mark(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def copy_book(dest: Path) -> Path:
+    """A copy of the book's sources (no .venv, builds or git) under ``dest``."""
+    book = dest / "book"
+    shutil.copytree(ROOT, book, ignore=IGNORE, symlinks=True)
+    return book
+
+
+def time_notebook(path: Path, timeout: int) -> tuple[float, str | None]:
+    """Run one notebook top to bottom in a fresh kernel; return (seconds, error or None)."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+        record_timing=False,
+    )
+    start = time.perf_counter()
+    error = None
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:300]
+    return time.perf_counter() - start, error
+
+
+def bench_notebooks(selected: list[Path], timeout: int) -> dict:
+    """Time each notebook in a temporary copy of the book; print a table."""
+    notebooks = selected or course.notebooks(ROOT)
+    rows = []
+    print(f"Notebooks ({len(notebooks)}), each in a fresh kernel, target < {NOTEBOOK_TARGET_S:.0f} s:")
+    with tempfile.TemporaryDirectory(prefix="kt-speed-") as tmp:
+        book = copy_book(Path(tmp))
+        for original in notebooks:
+            rel = original.resolve().relative_to(ROOT).as_posix()
+            seconds, error = time_notebook(book / rel, timeout)
+            ok = error is None and seconds < NOTEBOOK_TARGET_S
+            rows.append({"notebook": rel, "seconds": round(seconds, 1), "error": error, "ok": ok})
+            note = f"  FAILED: {error}" if error else ("" if ok else "  over the target")
+            print(f"  {seconds:7.1f} s  {rel}{note}", flush=True)
+    total = sum(r["seconds"] for r in rows)
+    slowest = max(rows, key=lambda r: r["seconds"]) if rows else None
+    every_ok = all(r["ok"] for r in rows)
+    total_ok = total < TOTAL_TARGET_S
+    print(f"  {total:7.1f} s  all together (target < {TOTAL_TARGET_S:.0f} s)")
+    print(f"  every notebook under {NOTEBOOK_TARGET_S:.0f} s, without error: {_mark(every_ok)}"
+          + (f" (slowest: {slowest['notebook']}, {slowest['seconds']} s)" if slowest else ""))
+    print(f"  all together under {TOTAL_TARGET_S:.0f} s: {_mark(total_ok)}")
+    return {
+        "measured": datetime.date.today().isoformat(),
+        "complete": not selected,
+        "notebooks": rows,
+        "total_seconds": round(total, 1),
+        "targets": {
+            "every_notebook_under_s": NOTEBOOK_TARGET_S,
+            "every_notebook_ok": every_ok,
+            "total_under_s": TOTAL_TARGET_S,
+            "total_ok": total_ok,
+        },
+    }
+
+
+def jupyter_book() -> list[str]:
+    """The jupyter-book command of this environment."""
+    script = Path(sys.executable).with_name("jupyter-book")
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("jupyter-book")
+    if found:
+        return [found]
+    raise SystemExit("jupyter-book is not installed in this environment (see requirements.txt).")
+
+
+def bench_build() -> dict:
+    """Time ``jupyter-book build -W -n`` from the stored outputs into a temporary folder."""
+    print(f"Site build from the stored outputs (jupyter-book build -W -n), target < {BUILD_TARGET_S:.0f} s:")
+    with tempfile.TemporaryDirectory(prefix="kt-build-") as tmp:
+        command = jupyter_book() + ["build", str(ROOT), "-W", "-n", "--keep-going", "--path-output", tmp]
+        start = time.perf_counter()
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        pages = len(list((Path(tmp) / "_build" / "html").rglob("*.html")))
+    built = result.returncode == 0
+    fast = seconds < BUILD_TARGET_S
+    ok = built and fast
+    status = "" if built else f"  FAILED (exit {result.returncode})"
+    print(f"  {seconds:7.1f} s  {pages} HTML pages{status}")
+    if not built:
+        log = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+        problems = [line for line in log.splitlines() if re.search(r"WARNING|ERROR|Error", line)]
+        print("\n".join("    " + line[:300] for line in (problems or log.strip().splitlines())[-15:]))
+    print(f"  build under {BUILD_TARGET_S:.0f} s: {_mark(fast)}; build succeeded (-W -n): {_mark(built)}")
+    return {
+        "measured": datetime.date.today().isoformat(),
+        "seconds": round(seconds, 1),
+        "succeeded": built,
+        "html_pages": pages,
+        "target_under_s": BUILD_TARGET_S,
+        "ok": ok,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook of the book")
+    parser.add_argument("--skip-notebooks", action="store_true", help="do not run the notebooks")
+    parser.add_argument("--skip-build", action="store_true", help="do not build the site")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="limit each kernel to this many CPU threads (OMP/MKL), e.g. 2 to mimic a 2-core laptop",
+    )
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    if args.threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
+
+    results = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}
+    results["machine"] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "threads_limit": args.threads,
+    }
+    ok = True
+    if not args.skip_notebooks:
+        selected = [p.resolve() for p in args.notebooks]
+        results["notebooks"] = bench_notebooks(selected, args.timeout)
+        ok &= results["notebooks"]["targets"]["every_notebook_ok"]
+        ok &= results["notebooks"]["targets"]["total_ok"] or bool(selected)
+        print()
+    if not args.skip_build:
+        results["build"] = bench_build()
+        ok &= results["build"]["ok"]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    shown = RESULTS.relative_to(ROOT) if RESULTS.is_relative_to(ROOT) else RESULTS
+    print(f"\nAll targets hold: {_mark(ok)}. Figures written to {shown}.")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
