@@ -203,6 +203,7 @@ def set_repository(url: str, branch: str = "main", root: Path | None = None) -> 
 
 # --- student versions ------------------------------------------------------------------------
 
+_EXERCISE_OPEN = re.compile(r"^[ \t]*(?:`{3,}|:{3,})\{exercise(?:-start)?\}", flags=re.M)
 _FENCE_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|:{3,})\{(?P<name>[a-z-]+)\}")
 
 
@@ -257,19 +258,19 @@ def student_notebook(nb) -> tuple[object, dict[str, int]]:
     in_gated = False
     for cell in nb.cells:
         source = cell.source
-        if cell.cell_type == "markdown" and re.search(r"\{solution-start\}", source):
+        if cell.cell_type == "markdown" and re.search(r"^[ \t]*(?:`{3,}|:{3,})\{solution-start\}", source, flags=re.M):
             in_gated = True
             counts["solutions"] += 1
             continue
         if in_gated:
-            if cell.cell_type == "markdown" and re.search(r"\{solution-end\}", source):
+            if cell.cell_type == "markdown" and re.search(r"^[ \t]*(?:`{3,}|:{3,})\{solution-end\}", source, flags=re.M):
                 in_gated = False
             continue
         if SOLUTION_TAG in _tags(cell):
             counts["solutions"] += 1
             continue
         if cell.cell_type == "markdown":
-            counts["exercises"] += len(re.findall(r"\{exercise(?:-start)?\}", source))
+            counts["exercises"] += len(_EXERCISE_OPEN.findall(source))
             cell.source, removed = strip_solutions(source)
             counts["solutions"] += removed
         if cell.cell_type == "code":

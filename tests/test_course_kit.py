@@ -19,6 +19,8 @@ from kt_helpers import course
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = course.notebooks(ROOT)
 IDS = [p.relative_to(ROOT).as_posix() for p in NOTEBOOKS]
+EXERCISE = re.compile(r"^[ \t]*(?:`{3,}|:{3,})\{exercise(?:-start)?\}", flags=re.M)
+SOLUTION = re.compile(r"^[ \t]*(?:`{3,}|:{3,})\{solution(?:-start)?\}", flags=re.M)
 
 
 def _cells_with_tag(nb, tag):
@@ -40,7 +42,7 @@ def test_badge_and_setup_cell_match_the_configured_repository(path):
         f"{rel}: the setup cell disagrees with _config.yml; run `python -m kt_helpers.course sync`"
     )
     # The badge comes right after the title cell, the setup cell right after the badge.
-    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# ")
+    assert nb.cells[0].cell_type == "markdown" and re.search(r"^# ", nb.cells[0].source, flags=re.M)
     assert nb.cells[1] is badges[0] and nb.cells[2] is setups[0]
 
 
@@ -103,14 +105,14 @@ def test_student_versions_keep_exercises_and_drop_solutions(tmp_path):
         original = nbformat.read(ROOT / rel, as_version=4)
         student = nbformat.read(tmp_path / rel, as_version=4)
         text = "\n".join(c.source for c in original.cells if c.cell_type == "markdown")
-        n_exercises = len(re.findall(r"\{exercise(?:-start)?\}", text))
-        n_solutions = len(re.findall(r"\{solution(?:-start)?\}", text)) + len(
+        n_exercises = len(EXERCISE.findall(text))
+        n_solutions = len(SOLUTION.findall(text)) + len(
             _cells_with_tag(original, course.SOLUTION_TAG)
         )
         assert counts == {"exercises": n_exercises, "solutions": n_solutions}, rel
         student_text = "\n".join(c.source for c in student.cells)
-        assert len(re.findall(r"\{exercise(?:-start)?\}", student_text)) == n_exercises, rel
-        assert "{solution" not in student_text, f"{rel}: solution text left in the student version"
+        assert len(EXERCISE.findall(student_text)) == n_exercises, rel
+        assert not SOLUTION.findall(student_text), f"{rel}: a solution is left in the student version"
         assert not _cells_with_tag(student, course.SOLUTION_TAG)
         assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
         # Every code cell but the solutions is kept, unchanged: so the student
