@@ -9,7 +9,8 @@ with **α weighing the target's own knowledge and 1 − α the transferred
 knowledge**, the convention of the whole book. It applies in three spaces:
 
 * weights — :func:`fuse` on state dicts, :func:`interpolate` and
-  :func:`interpolation_curve` for whole networks (chapters 3 and 5);
+  :func:`interpolation_curve` for whole networks (chapters 3 and 5), and
+  :func:`uniform_soup` / :func:`greedy_soup` for many fine-tuned models (chapter 5);
 * outputs — :func:`kd_loss`, the distillation loss, in which the target's own
   knowledge is the labels and the transferred knowledge the teacher's soft
   labels (Hinton et al., 2015);
@@ -46,11 +47,13 @@ __all__ = [
     "TransferObjective",
     "distillation_objective",
     "fuse",
+    "greedy_soup",
     "hint_loss",
     "hint_objective",
     "interpolate",
     "interpolation_curve",
     "kd_loss",
+    "uniform_soup",
 ]
 
 K = TypeVar("K", Tensor, Mapping[str, Tensor])
@@ -368,3 +371,108 @@ def interpolation_curve(
             }
         )
     return pd.DataFrame(rows)
+
+
+# --- model soups: fusing many fine-tuned models in weight space (chapter 5) -------------------
+
+
+def _check_models(models: object, func: str) -> None:
+    """Raise unless ``models`` is a non-empty list or tuple of modules."""
+    if not isinstance(models, (list, tuple)) or len(models) == 0:
+        got = "an empty sequence" if isinstance(models, (list, tuple)) else type(models).__name__
+        raise ValueError(
+            f"The 'models' parameter of {func} must be a non-empty list or tuple of models. "
+            f"Got {got} instead."
+        )
+    bad = [type(m).__name__ for m in models if not isinstance(m, nn.Module)]
+    if bad:
+        raise ValueError(
+            f"The 'models' parameter of {func} must hold torch.nn.Module objects only. "
+            f"Got {bad} among them instead."
+        )
+
+
+def uniform_soup(models: Sequence[nn.Module]) -> nn.Module:
+    """Average the weights of several models of one architecture: a *uniform model soup*.
+
+    .. math::
+        \\theta_\\text{soup} = \\frac{1}{M} \\sum_{m=1}^{M} \\theta_m
+
+    It is the fusion rule :func:`fuse` generalised from two models to M with
+    equal weights. Averaging works when the models lie in one basin of the
+    loss, as models fine-tuned from one shared pretrained initialisation
+    usually do (Wortsman et al., 2022, "Model soups"); for independently
+    trained networks, align them first (:func:`kt_helpers.mapping.match_weights`).
+    Entries of the state dict that are not floating point (such as a
+    batch-norm counter) are taken from the first model. Introduced in chapter 5.
+
+    Args:
+        models: the ingredients, a non-empty list or tuple of models with the same
+            state-dict keys and shapes.
+
+    Returns:
+        A new model (a copy of ``models[0]``) holding the averaged weights;
+        the ingredients are unchanged.
+
+    Example:
+        >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+        >>> soup = uniform_soup([a, b])
+        >>> torch.allclose(soup.weight, (a.weight + b.weight) / 2)
+        True
+    """
+    _check_models(models, "uniform_soup")
+    states = [m.state_dict() for m in models]
+    for i, state in enumerate(states[1:], start=1):
+        check_same_keys(states[0], state, "uniform_soup", ("models[0]", f"models[{i}]"))
+    averaged = {}
+    for key, value in states[0].items():
+        if torch.is_floating_point(value):
+            averaged[key] = torch.stack([s[key].to(value) for s in states]).mean(dim=0)
+        else:
+            averaged[key] = value.clone()
+    soup = copy.deepcopy(models[0])
+    soup.load_state_dict(averaged)
+    return soup
+
+
+def greedy_soup(
+    models: Sequence[nn.Module], X_val: Tensor, y_val: Tensor
+) -> tuple[nn.Module, list[int]]:
+    """A *greedy model soup*: add ingredients while the validation accuracy does not drop.
+
+    The recipe of Wortsman et al. (2022, Algorithm 1): sort the models by
+    validation accuracy, best first; start the soup with the best one; try
+    each next model in turn and keep it in the soup if the :func:`uniform_soup`
+    of the kept models plus this one is at least as accurate on the
+    validation set as the soup without it. Choosing on the validation set
+    and reporting on a test set keeps the test set honest. At worst the soup
+    is the best single model. Introduced in chapter 5.
+
+    Args:
+        models: the ingredients (see :func:`uniform_soup`).
+        X_val: validation inputs of shape (N, ...).
+        y_val: validation labels of shape (N,).
+
+    Returns:
+        ``(soup, chosen)``: the soup model and the indices (into ``models``)
+        of its ingredients, in the order they were added.
+    """
+    from .train import evaluate
+
+    _check_models(models, "greedy_soup")
+    check_tensor(X_val, "greedy_soup", "X_val")
+    check_labels(y_val, "greedy_soup", "y_val")
+    check_same_rows(X_val, y_val, "greedy_soup", ("X_val", "y_val"))
+    scores = [evaluate(m, X_val, y_val) for m in models]
+    order = sorted(range(len(models)), key=lambda i: -scores[i])  # stable: ties keep their order
+    chosen = [order[0]]
+    soup, best = models[order[0]], scores[order[0]]
+    for i in order[1:]:
+        candidate = uniform_soup([models[j] for j in chosen + [i]])
+        score = evaluate(candidate, X_val, y_val)
+        if score >= best:
+            chosen.append(i)
+            soup, best = candidate, score
+    if len(chosen) == 1:
+        soup = uniform_soup([models[order[0]]])  # a copy, never the ingredient itself
+    return soup, chosen

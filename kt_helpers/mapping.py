@@ -391,11 +391,13 @@ def net2wider(
     gen = torch.Generator().manual_seed(seed)
     extra = torch.randint(0, width, (new_width - width,), generator=gen)
     mapping = torch.cat([torch.arange(width), extra])  # (new_width,) g(j)
-    counts = torch.bincount(mapping, minlength=width).to(old.weight.dtype)  # copies per old unit
+    counts = torch.bincount(mapping, minlength=width).to(old.weight)  # copies per old unit
 
     nxt = model[next_pos]
-    wide = nn.Linear(old.in_features, new_width, bias=old.bias is not None)
-    wide_next = nn.Linear(new_width, nxt.out_features, bias=nxt.bias is not None)
+    wide = nn.Linear(old.in_features, new_width, bias=old.bias is not None, dtype=old.weight.dtype)
+    wide_next = nn.Linear(
+        new_width, nxt.out_features, bias=nxt.bias is not None, dtype=nxt.weight.dtype
+    )
     with torch.no_grad():
         wide.weight.copy_(old.weight[mapping])  # (new_width, in)
         if old.bias is not None:
@@ -403,7 +405,7 @@ def net2wider(
         U = nxt.weight[:, mapping] / counts[mapping]  # (out, new_width)
         if noise > 0:
             scale = U.abs().mean()
-            U[:, width:] += noise * scale * torch.randn(U[:, width:].shape, generator=gen)
+            U[:, width:] += noise * scale * torch.randn(U[:, width:].shape, generator=gen).to(U)
         wide_next.weight.copy_(U)
         if nxt.bias is not None:
             wide_next.bias.copy_(nxt.bias)

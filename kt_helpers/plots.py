@@ -128,3 +128,144 @@ def plot_heatmap(
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_curve_panels(
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    logx: bool = False,
+    logy: bool = False,
+    sharey: bool = True,
+    marker: str = "o",
+) -> Figure:
+    """Side-by-side line plots: one panel per entry of ``panels``, each with named ``(x, y)`` curves.
+
+    For comparisons that share axes but differ in one setting (e.g. the
+    loss-barrier curves of two network widths, chapter 3). A curve keeps its
+    colour from panel to panel when it has the same name.
+    """
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels) + 0.6, 3.5), sharey=sharey, squeeze=False
+    )
+    names = list(dict.fromkeys(name for curves in panels.values() for name in curves))
+    colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    for ax, (panel, curves) in zip(axes.flat, panels.items()):
+        for name, (xs, ys) in curves.items():
+            ax.plot(xs, ys, marker=marker, markersize=4, label=name, color=colours[name])
+        ax.set_title(panel)
+        ax.set_xlabel(xlabel)
+        if logx:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel(ylabel)
+    if len(names) > 1:
+        axes.flat[-1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["plot_curve_panels"]
+
+
+def show_rows(image: np.ndarray | Tensor, *, title: str | None = None) -> Figure:
+    """One digit as the CNN sees it (an image) and as the RNN reads it (a sequence of rows).
+
+    Left: the image of shape (1, H, W) or (H, W). Right: its H rows, one per
+    time step, top to bottom (chapter 4).
+    """
+    values = np.asarray(image.detach().cpu() if isinstance(image, Tensor) else image, dtype=float)
+    values = values.reshape(values.shape[-2], values.shape[-1])  # (H, W)
+    H = values.shape[0]
+    fig = plt.figure(figsize=(6.5, 3.2))
+    grid = fig.add_gridspec(H, 2, width_ratios=[1, 1.4], wspace=0.35, hspace=0.6)
+    ax = fig.add_subplot(grid[:, 0])
+    ax.imshow(values, cmap="gray_r", vmin=0, vmax=1)
+    ax.set_title("CNN input: 1 × 8 × 8 image", fontsize=9)
+    ax.axis("off")
+    for t in range(H):
+        row_ax = fig.add_subplot(grid[t, 1])
+        row_ax.imshow(values[t : t + 1], cmap="gray_r", vmin=0, vmax=1, aspect="auto")
+        row_ax.set_xticks([])
+        row_ax.set_yticks([])
+        row_ax.set_ylabel(f"t={t + 1}", rotation=0, fontsize=7, labelpad=14, va="center")
+        if t == 0:
+            row_ax.set_title("RNN input: 8 steps of 8 pixels", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_seed_spread(
+    points: Mapping[str, Sequence[float]],
+    *,
+    means: Mapping[str, float],
+    stds: Mapping[str, float],
+    xlabel: str,
+    title: str | None = None,
+    percent: bool = True,
+) -> Figure:
+    """One row per configuration: a dot per seed, and the mean ± standard deviation as a bar.
+
+    ``points``, ``means`` and ``stds`` are computed by the caller (this
+    function only draws); rows are drawn top to bottom in the order of
+    ``points``. Used for the results of the case study (chapter 4).
+    """
+    names = list(points)
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(names) + 1.2))
+    for i, name in enumerate(names):
+        row = len(names) - 1 - i
+        xs = np.asarray(points[name], dtype=float)
+        offsets = np.linspace(-0.12, 0.12, len(xs)) if len(xs) > 1 else np.zeros(1)
+        ax.scatter(xs, row + offsets, s=14, color=f"C{i % 10}", alpha=0.7, zorder=3)
+        ax.errorbar(
+            means[name], row, xerr=stds[name], fmt="|", markersize=16, capsize=4,
+            color="black", zorder=4,
+        )
+    ax.set_yticks(range(len(names)), list(reversed(names)))
+    ax.set_xlabel(xlabel)
+    ax.set_xlim(left=0)
+    if percent:
+        from matplotlib.ticker import PercentFormatter
+
+        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_value_bars(
+    values: Mapping[str, float],
+    *,
+    ylabel: str,
+    title: str | None = None,
+    fmt: str = "{:.2f}",
+    ylim: tuple[float, float] | None = None,
+) -> Figure:
+    """Vertical bars of named values, each annotated with ``fmt`` (e.g. CKA per model, chapter 4)."""
+    names = list(values)
+    heights = [float(values[n]) for n in names]
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.0, 3.2))
+    bars = ax.bar(range(len(names)), heights, color=[f"C{i % 10}" for i in range(len(names))])
+    for bar, h in zip(bars, heights):
+        ax.text(bar.get_x() + bar.get_width() / 2, h, fmt.format(h), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["plot_seed_spread", "plot_value_bars", "show_rows"]
