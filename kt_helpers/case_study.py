@@ -104,6 +104,7 @@ class CaseStudyConfig:
     temperature: float = 1.0  # softmax temperature T of the distillation term (notebook 5)
     hint_weight: float = 1.0  # beta, weight of the hint next to the KL term (notebook 5)
     hint_alpha: float = 0.5  # alpha of the hint-only student, whose head needs labels (nb. 5)
+    hint_standardise: bool = True  # centre and scale the teacher's features for the hint (nb. 3)
     full_epochs: int = 30  # all-labels reference: as many epochs over the same images as KD
     full_lr: float = 3e-2  # all-labels reference: chosen on validation (notebook 2)
     augment: bool = False  # add 1-pixel shifted copies (teacher-labelled for KD), see run_benchmark
@@ -366,11 +367,11 @@ def train_student(
     X, y = transfer_set(splits, augment=config.augment)
     # Step 2, extraction: the teacher runs once over the training set; its knowledge is cached.
     teacher_logits = extraction.logits(teacher, X) if method in ("kd", "kd+hint") else None  # (N, 10)
-    teacher_features = (
-        standardise(extraction.features(teacher, X, TEACHER_FEATURE_LAYER))
-        if method in ("hint", "kd+hint")
-        else None
-    )  # (N, 64)
+    teacher_features = None
+    if method in ("hint", "kd+hint"):
+        teacher_features = extraction.features(teacher, X, TEACHER_FEATURE_LAYER)  # (N, 64)
+        if config.hint_standardise:
+            teacher_features = standardise(teacher_features)
     mapping = None
     if teacher_features is not None:
         # Step 3, mapping: a learned linear map T from the RNN's state to the CNN's features.
