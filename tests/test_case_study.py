@@ -267,6 +267,24 @@ def test_every_method_trains_a_student(method, splits, tiny, teacher):
     assert 0.0 <= cs.error_rate(run.model, splits) <= 1.0
 
 
+@pytest.mark.parametrize("standardised", [True, False])
+def test_hint_targets_are_standardised_unless_asked(standardised, splits, tiny, teacher, monkeypatch):
+    seen = {}
+
+    class Recording(fusion.TransferObjective):
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(cs, "TransferObjective", Recording)
+    cs.train_student("hint", splits, tiny.replace(hint_standardise=standardised), seed=0, teacher=teacher)
+    X, _ = cs.transfer_set(splits)
+    raw = extraction.features(teacher, X, cs.TEACHER_FEATURE_LAYER)
+    expected = cs.standardise(raw) if standardised else raw
+    torch.testing.assert_close(seen["teacher_features"], expected)
+    assert seen["teacher_logits"] is None and seen["alpha"] == tiny.hint_alpha
+
+
 def test_same_seed_same_initial_student(tiny):
     a, b = cs.new_student(tiny, seed=4), cs.new_student(tiny, seed=4)
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
