@@ -36,7 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+from execute_notebooks import notebook_client  # noqa: E402
 from kt_helpers import course  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "book_speed.json"
@@ -64,17 +66,10 @@ def copy_book(dest: Path) -> Path:
 def time_notebook(path: Path, timeout: int) -> tuple[float, str | None]:
     """Run one notebook top to bottom in a fresh kernel; return (seconds, error or None)."""
     import nbformat
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
-        record_timing=False,
-    )
+    client = notebook_client(nb, path, timeout)  # the same kernel set-up as `make execute`
     start = time.perf_counter()
     error = None
     try:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -163,5 +164,8 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except ValueError as error:  # a bad configuration: say what, exit non-zero, never hang
-        print(f"error: {error}", file=sys.stderr)
+        # Every process finds the same error; only the first says it, so that the
+        # launcher's merged stderr holds one whole line rather than interleaved copies.
+        if os.environ.get("RANK", "0") == "0":
+            os.write(2, f"error: {error}\n".encode())
         sys.exit(2)

@@ -387,6 +387,68 @@ def _kd_inputs(seed: int, n: int = 6, c: int = 10) -> tuple[Tensor, Tensor, Tens
 _KD_CASES = ((1, 0.3, 4.0), (2, 0.8, 2.5), (3, 0.0, 3.0), (4, 1.0, 2.0))
 
 
+_KdCase = tuple[tuple[Tensor, Tensor, Tensor], float, float]
+
+
+def _kd_cases() -> list[_KdCase]:
+    """The check's test cases: ((student, teacher, targets), alpha, temperature)."""
+    return [(_kd_inputs(seed), alpha, temperature) for seed, alpha, temperature in _KD_CASES]
+
+
+def _call_on_kd_cases(
+    fn: Callable[..., Any],
+    cases: list[_KdCase],
+    verbose: bool,
+    convert: Callable[[Any, Tensor], tuple[Any, str | None]],
+) -> tuple[list[Any], CheckResult | None]:
+    """Call the learner's ``fn`` on every case, on copies of the inputs.
+
+    ``convert(output, student_logits)`` returns ``(value, None)`` for a
+    usable output or ``(None, message)`` for one of the wrong kind. Returns
+    the values, or the failing :class:`CheckResult` for the first case that
+    raises or returns the wrong kind of thing.
+    """
+    values: list[Any] = []
+    for (student, teacher, targets), alpha, temperature in cases:
+        try:
+            out = fn(student.clone(), teacher.clone(), targets.clone(),
+                     alpha=alpha, temperature=temperature)
+        except Exception as error:  # noqa: BLE001 - any error of the learner's code is feedback
+            return [], _finish(
+                False,
+                f"not yet: your function raised {type(error).__name__}: {error} (called as "
+                f"fn(student_logits, teacher_logits, targets, alpha={alpha:g}, "
+                f"temperature={temperature:g}) with logits of shape {tuple(student.shape)}).",
+                verbose,
+            )
+        value, problem = convert(out, student)
+        if problem is not None:
+            return [], _finish(False, problem, verbose)
+        values.append(value)
+    return values, None
+
+
+def _known_mistake(
+    cases: list[_KdCase],
+    matches: Callable[[list[Any]], bool],
+    candidates: list[dict[str, Any]],
+    variant: Callable[..., Any],
+    mistakes: Callable[[dict[str, Any]], list[str]],
+    explanations: dict[str, str],
+) -> str | None:
+    """The first combination of known mistakes whose results the learner's match.
+
+    Each candidate is a set of keyword arguments for ``variant`` (the
+    reference computation with some mistakes made); returns the "not yet"
+    message naming those mistakes, or None when no candidate matches.
+    """
+    for combo in candidates:
+        values = [variant(s, t, y, alpha, temperature, **combo) for (s, t, y), alpha, temperature in cases]
+        if matches(values):
+            return "not yet: " + "; and ".join(explanations[m] for m in mistakes(combo)) + "."
+    return None
+
+
 def check_kd_loss(
     fn: Callable[..., Tensor], *, verbose: bool = True
 ) -> CheckResult:
@@ -435,39 +497,21 @@ def check_kd_loss(
     """
     _require_callable(fn, "check_kd_loss", "fn(student_logits, teacher_logits, targets, alpha, temperature)")
 
-    got: list[float] = []
-    for seed, alpha, temperature in _KD_CASES:
-        student, teacher, targets = _kd_inputs(seed)
-        given = (student.clone(), teacher.clone(), targets.clone())
-        try:
-            out = fn(*given, alpha=alpha, temperature=temperature)
-        except Exception as error:  # noqa: BLE001 - any error of the learner's code is feedback
-            return _finish(
-                False,
-                f"not yet: your function raised {type(error).__name__}: {error} (called as "
-                f"fn(student_logits, teacher_logits, targets, alpha={alpha:g}, "
-                f"temperature={temperature:g}) with logits of shape {tuple(student.shape)}).",
-                verbose,
-            )
+    def scalar(out: Any, student: Tensor) -> tuple[float | None, str | None]:
         value = _as_tensor(out)
         if value is None:
-            return _finish(
-                False,
-                f"not yet: your function returned a {type(out).__name__}; expected a scalar "
-                "tensor (the loss).",
-                verbose,
-            )
+            return None, (f"not yet: your function returned a {type(out).__name__}; expected a "
+                          "scalar tensor (the loss).")
         if value.numel() != 1:
-            return _finish(
-                False,
-                f"not yet: your loss has shape {tuple(value.shape)}; expected a scalar. "
-                "Average over the batch: reduction='batchmean' for F.kl_div, the default "
-                "'mean' for F.cross_entropy.",
-                verbose,
-            )
-        got.append(float(value))
+            return None, (f"not yet: your loss has shape {tuple(value.shape)}; expected a scalar. "
+                          "Average over the batch: reduction='batchmean' for F.kl_div, the default "
+                          "'mean' for F.cross_entropy.")
+        return float(value), None
 
-    cases = [(_kd_inputs(seed), alpha, temperature) for seed, alpha, temperature in _KD_CASES]
+    cases = _kd_cases()
+    got, failed = _call_on_kd_cases(fn, cases, verbose, scalar)
+    if failed is not None:
+        return failed
     reference = [
         float(kd_loss(s, t, y, alpha=alpha, temperature=temperature))
         for (s, t, y), alpha, temperature in cases
@@ -483,14 +527,9 @@ def check_kd_loss(
             "for every α and T tried.",
             verbose,
         )
-    for combo in _kd_candidates():
-        values = [
-            _kd_variant(s, t, y, alpha, temperature, **combo)
-            for (s, t, y), alpha, temperature in cases
-        ]
-        if matches(values):
-            reasons = [_KD_MISTAKES[m] for m in _kd_mistakes(combo)]
-            return _finish(False, "not yet: " + "; and ".join(reasons) + ".", verbose)
+    known = _known_mistake(cases, matches, _kd_candidates(), _kd_variant, _kd_mistakes, _KD_MISTAKES)
+    if known is not None:
+        return _finish(False, known, verbose)
 
     # No known mistake explains it: say which term is wrong (α = 0 is the soft term
     # alone, α = 1 the cross-entropy alone).
@@ -900,30 +939,18 @@ def check_kd_gradient(fn: Callable[..., Any], *, verbose: bool = True) -> CheckR
     _require_callable(
         fn, "check_kd_gradient", "fn(student_logits, teacher_logits, targets, alpha, temperature)"
     )
-    cases = [(_kd_inputs(seed), alpha, temperature) for seed, alpha, temperature in _KD_CASES]
-    got: list[Tensor] = []
-    for (student, teacher, targets), alpha, temperature in cases:
-        given = (student.clone(), teacher.clone(), targets.clone())
-        try:
-            out = fn(*given, alpha=alpha, temperature=temperature)
-        except Exception as error:  # noqa: BLE001 - any error of the learner's code is feedback
-            return _finish(
-                False,
-                f"not yet: your function raised {type(error).__name__}: {error} (called as "
-                f"fn(student_logits, teacher_logits, targets, alpha={alpha:g}, "
-                f"temperature={temperature:g}) with logits of shape {tuple(student.shape)}).",
-                verbose,
-            )
+    def gradient(out: Any, student: Tensor) -> tuple[Tensor | None, str | None]:
         value = _as_tensor(out)
         if value is None or value.shape != student.shape:
             what = type(out).__name__ if value is None else f"shape {tuple(value.shape)}"
-            return _finish(
-                False,
-                f"not yet: your function returned {what}; expected a tensor of shape "
-                f"{tuple(student.shape)}, one gradient row per sample (∂L/∂z_s).",
-                verbose,
-            )
-        got.append(value)
+            return None, (f"not yet: your function returned {what}; expected a tensor of shape "
+                          f"{tuple(student.shape)}, one gradient row per sample (∂L/∂z_s).")
+        return value, None
+
+    cases = _kd_cases()
+    got, failed = _call_on_kd_cases(fn, cases, verbose, gradient)
+    if failed is not None:
+        return failed
 
     reference = []
     for (student, teacher, targets), alpha, temperature in cases:
@@ -940,14 +967,9 @@ def check_kd_gradient(fn: Callable[..., Any], *, verbose: bool = True) -> CheckR
             "correct: your gradient equals autograd's through kd_loss for every α and T tried.",
             verbose,
         )
-    for combo in _grad_candidates():
-        values = [
-            _grad_variant(s, t, y, alpha, temperature, **combo)
-            for (s, t, y), alpha, temperature in cases
-        ]
-        if matches(values):
-            reasons = [_GRAD_MISTAKES[m] for m in _grad_mistakes(combo)]
-            return _finish(False, "not yet: " + "; and ".join(reasons) + ".", verbose)
+    known = _known_mistake(cases, matches, _grad_candidates(), _grad_variant, _grad_mistakes, _GRAD_MISTAKES)
+    if known is not None:
+        return _finish(False, known, verbose)
     gap = float((got[0] - reference[0]).abs().max())
     (_, _, _), alpha, temperature = cases[0]
     return _finish(

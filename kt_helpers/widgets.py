@@ -201,6 +201,22 @@ def _show(figure: Figure) -> None:
     plt.close(figure)
 
 
+def _temperature_slider(value: float, bounds: tuple[float, float]):  # -> ipywidgets.FloatLogSlider
+    """A logarithmic temperature slider over ``bounds``, updating on release."""
+    import ipywidgets
+
+    return ipywidgets.FloatLogSlider(
+        value=value,
+        base=10,
+        min=math.log10(bounds[0]),
+        max=math.log10(bounds[1]),
+        step=0.01,
+        description="temperature",
+        continuous_update=False,
+        readout_format=".3g",
+    )
+
+
 def temperature_explorer(
     logits: Tensor,
     *,
@@ -243,17 +259,7 @@ def temperature_explorer(
         _show(figure)
         return ExplorerView(probs, figure)
 
-    slider = ipywidgets.FloatLogSlider(
-        value=value,
-        base=10,
-        min=math.log10(bounds[0]),
-        max=math.log10(bounds[1]),
-        step=0.01,
-        description="temperature",
-        continuous_update=False,
-        readout_format=".3g",
-    )
-    return ipywidgets.interactive(view, temperature=slider)
+    return ipywidgets.interactive(view, temperature=_temperature_slider(value, bounds))
 
 
 def alpha_explorer(
@@ -309,14 +315,5 @@ def alpha_explorer(
     alpha_slider = ipywidgets.FloatSlider(
         value=alpha, min=0.0, max=1.0, step=0.05, description="alpha", continuous_update=False
     )
-    temperature_slider = ipywidgets.FloatLogSlider(
-        value=temperature,
-        base=10,
-        min=math.log10(bounds[0]),
-        max=math.log10(bounds[1]),
-        step=0.01,
-        description="temperature",
-        continuous_update=False,
-        readout_format=".3g",
-    )
+    temperature_slider = _temperature_slider(temperature, bounds)
     return ipywidgets.interactive(view, alpha=alpha_slider, temperature=temperature_slider)

@@ -52,18 +52,23 @@ def clean(nb: nbformat.NotebookNode) -> None:
                 del data[WIDGET_MIME]
 
 
-def execute(path: Path, timeout: int) -> float:
-    """Run one notebook in place; return its wall-clock time in seconds."""
-    nb = nbformat.read(path, as_version=4)
-    url, branch = course.read_repository(ROOT)
-    course.sync_notebook(nb, path.relative_to(ROOT).as_posix(), url, branch)
-    client = NotebookClient(
+def notebook_client(nb: nbformat.NotebookNode, path: Path, timeout: int) -> NotebookClient:
+    """A client that runs ``nb`` in a fresh Python 3 kernel in the notebook's folder."""
+    return NotebookClient(
         nb,
         timeout=timeout,
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
         record_timing=False,
     )
+
+
+def execute(path: Path, timeout: int) -> float:
+    """Run one notebook in place; return its wall-clock time in seconds."""
+    nb = nbformat.read(path, as_version=4)
+    url, branch = course.read_repository(ROOT)
+    course.sync_notebook(nb, path.relative_to(ROOT).as_posix(), url, branch)
+    client = notebook_client(nb, path, timeout)
     start = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - start

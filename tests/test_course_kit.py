@@ -186,7 +186,11 @@ def test_setup_cell_installs_kt_helpers_and_keeps_the_existing_torch(tmp_path):
     branch = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--abbrev-ref", "HEAD"],
                             check=True, capture_output=True, text=True).stdout.strip()
     setup = course.setup_source("https://github.com/kt-book/knowledge-transfer-book", "main")
-    setup = setup.replace("git+https://github.com/kt-book/knowledge-transfer-book@main", f"git+file://{ROOT}@{branch}")
+    # A file URL needs a host ("localhost") to be a valid PEP 508 direct reference:
+    # pip rejects "git+file:///path" with "Invalid requirement".
+    local = f"git+file://localhost{ROOT.resolve().as_posix()}@{branch}"
+    setup = setup.replace("git+https://github.com/kt-book/knowledge-transfer-book@main", local)
+    assert local in setup, "the setup cell no longer installs from the configured repository URL"
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     subprocess.run([python, "-c", setup], check=True, cwd=outside)

@@ -234,20 +234,17 @@ def test_labelled_equations_are_numbered(site):
     report(failures, "labelled equations without numbers")
 
 
+def each_page(site, key: str, describe=str) -> list[str]:
+    """One line per item found under ``key`` on any page (desktop width): "page: what"."""
+    return [f"{path}: {describe(item)}" for path, page in site.pages.items() for item in page.desktop[key]]
+
+
 def test_every_image_loads(site):
-    failures = [
-        f"{path}: image {src} did not load"
-        for path, page in site.pages.items()
-        for src in page.desktop["broken_images"]
-    ]
-    report(failures, "images do not load")
+    report(each_page(site, "broken_images", lambda src: f"image {src} did not load"), "images do not load")
 
 
 def test_no_empty_widget_area(site):
-    failures = [
-        f"{path}: {problem}" for path, page in site.pages.items() for problem in page.desktop["empty_widgets"]
-    ]
-    report(failures, "empty widget areas")
+    report(each_page(site, "empty_widgets"), "empty widget areas")
 
 
 def test_no_broken_internal_link_or_anchor(site):
@@ -275,11 +272,7 @@ def test_no_broken_internal_link_or_anchor(site):
 
 
 def test_no_placeholder_text(site):
-    failures = [
-        f"{path}: placeholder left in the text: {text}"
-        for path, page in site.pages.items()
-        for text in page.desktop["placeholders"]
-    ]
+    failures = each_page(site, "placeholders", lambda text: f"placeholder left in the text: {text}")
     report(failures, "placeholders where the reader expects text")
 
 
