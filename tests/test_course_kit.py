@@ -75,6 +75,53 @@ def test_the_repository_url_is_written_in_one_place_only():
     assert not offenders, f"the repository URL is hard-coded in {offenders}; read it from _config.yml"
 
 
+def _book_config_extension():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("book_config", ROOT / "_ext" / "book_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _App:
+    def __init__(self, theme_options):
+        self.config = type("Config", (), {"html_theme_options": theme_options})()
+
+
+def test_pages_show_the_configured_repository_url_through_the_extension():
+    ext = _book_config_extension()
+    source = ["```console\n$ git clone {{ repository_url }} book\n```\nbranch {{ repository_branch }}\n"]
+    ext._replace(_App({"repository_url": "https://github.com/someone/fork", "repository_branch": "spring"}),
+                 "appendices/how_to_run", source)
+    assert source[0] == "```console\n$ git clone https://github.com/someone/fork book\n```\nbranch spring\n"
+    with pytest.raises(ValueError, match=r"how_to_run uses \{\{ repository_url \}\}.*no repository url\. Got None"):
+        ext._replace(_App({}), "how_to_run", ["{{ repository_url }}"])
+    # The extension is loaded by the build, and the clone command uses it.
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert "book_config" in config["sphinx"]["config"]["extensions"]
+    assert config["sphinx"]["local_extensions"] == {"book_config": "_ext"}
+    assert "git clone {{ repository_url }}" in (ROOT / "appendices" / "how_to_run.md").read_text()
+
+
+def test_no_page_shows_a_placeholder_repository():
+    pages = [*ROOT.glob("*.md"), *(ROOT / "chapters").rglob("*.md"), *(ROOT / "appendices").rglob("*.md"),
+             *NOTEBOOKS]
+    offenders = [p.relative_to(ROOT).as_posix() for p in pages
+                 if re.search(r"OWNER/REPOSITORY|github\.com/OWNER|YOUR[-_ ]?(NAME|USER)", p.read_text())]
+    assert not offenders, f"placeholder repository URLs in {offenders}: write {{{{ repository_url }}}}"
+
+
+@pytest.mark.skipif(not (ROOT / "_build" / "html" / "appendices" / "how_to_run.html").is_file(),
+                    reason="the site has not been built (make build)")
+def test_the_built_how_to_run_page_clones_the_configured_repository():
+    url, _ = course.read_repository(ROOT)
+    html = (ROOT / "_build" / "html" / "appendices" / "how_to_run.html").read_text()
+    text = re.sub(r"<[^>]+>", "", html)
+    assert f"git clone {url} " in text
+    assert "{{ repository_url }}" not in text
+
+
 def test_set_repo_rewrites_the_config_and_every_notebook(tmp_path):
     import shutil
 
