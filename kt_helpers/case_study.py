@@ -42,6 +42,11 @@ from .train import cross_entropy_objective, fit, predict_logits, seed_everything
 
 __all__ = [
     "METHODS",
+    "HEADLINE",
+    "FRACTIONS",
+    "HIDDEN_CLASS",
+    "AUGMENTED_EPOCHS",
+    "RESULTS_PATH",
     "CaseStudyConfig",
     "LiveTeacherObjective",
     "StudentRun",

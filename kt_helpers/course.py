@@ -39,8 +39,11 @@ __all__ = [
     "write_student_notebooks",
 ]
 
+#: Cell tag of code cells that only a solution needs (student notebooks drop them).
 SOLUTION_TAG = "solution"
+#: Cell tag of each notebook's generated "Open in Colab" badge.
 BADGE_TAG = "colab-badge"
+#: Cell tag of each notebook's generated setup cell (installs kt_helpers when missing).
 SETUP_TAG = "colab-setup"
 _REPO_RE = re.compile(r"^https://github\.com/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+?)(?:\.git)?/?$")
 

@@ -24,6 +24,7 @@ from torch import Tensor
 from ._validation import check_fraction, check_option, check_tensor
 
 __all__ = [
+    "TEST_SEED",
     "DigitSplits",
     "as_images",
     "as_sequences",

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ._validation import check_int, check_labels, check_positive, check_same_rows, check_tensor
 
 __all__ = [
+    "MAX_THREADS",
     "DistributedContext",
     "History",
     "Objective",
