@@ -8,7 +8,8 @@ For each notebook: regenerate its Colab badge and setup cell from
 kernel with the notebook's folder as working directory, then store it with
 clean metadata — no execution timestamps, no widget state, no Python patch
 version — so that re-running it changes nothing but what the code computes.
-Prints each notebook's run time and writes the chapters' times to
+Prints each notebook's run time, writes it into the notebook's own "Run
+time" sentence (``RUN_TIME``), and writes the chapters' times to
 ``benchmarks/results/notebook_times.json``, which the instructors' guide
 (an appendix notebook, re-executed after any chapter) reports.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -32,6 +34,10 @@ from kt_helpers import course  # noqa: E402
 
 #: Mime types of live widgets: meaningless on a static page or in a diff.
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+#: The sentence near the top of a notebook that tells the reader its run time.
+#: Its numbers are written here, after each execution, never by hand.
+RUN_TIME = re.compile(r"(\*\*Run time:\*\* )\d+ s on a \d+-core CPU( when the book was last executed)")
 
 
 def clean(nb: nbformat.NotebookNode) -> None:
@@ -50,6 +56,17 @@ def clean(nb: nbformat.NotebookNode) -> None:
             data = output.get("data")
             if data and WIDGET_MIME in data:
                 del data[WIDGET_MIME]
+
+
+def stamp_run_time(nb: nbformat.NotebookNode, seconds: float) -> bool:
+    """Write the measured run time into the notebook's run-time sentence, if it has one."""
+    # Rounded as notebook_times.json rounds it, so that the two always agree.
+    stamp = rf"\g<1>{max(1, round(round(seconds, 1)))} s on a {os.cpu_count()}-core CPU\g<2>"
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and RUN_TIME.search(cell.source):
+            cell.source = RUN_TIME.sub(stamp, cell.source, count=1)
+            return True
+    return False
 
 
 def notebook_client(nb: nbformat.NotebookNode, path: Path, timeout: int) -> NotebookClient:
@@ -73,6 +90,7 @@ def execute(path: Path, timeout: int) -> float:
     client.execute()
     elapsed = time.perf_counter() - start
     clean(nb)
+    stamp_run_time(nb, elapsed)
     nbformat.write(nb, path)
     return elapsed
 

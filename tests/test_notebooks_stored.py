@@ -67,3 +67,34 @@ def test_clean_metadata(path):
     assert "widgets" not in nb.metadata, f"{path.name} stores widget state"
     for cell in nb.cells:
         assert "execution" not in cell.metadata, f"{path.name} stores execution timestamps"
+
+
+def _run_time_pattern():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("execute_notebooks", ROOT / "scripts" / "execute_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.RUN_TIME
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_run_time_sentence_is_the_measured_one(path):
+    """Each notebook tells its run time in one sentence whose number the execute
+    script wrote; for the chapters it is the time in notebook_times.json."""
+    import json
+
+    nb = nbformat.read(path, as_version=4)
+    rel = path.relative_to(ROOT).as_posix()
+    pattern = _run_time_pattern()
+    found = [m for c in nb.cells if c.cell_type == "markdown" for m in pattern.finditer(c.source)]
+    if rel == "appendices/instructors.ipynb":
+        return  # a guide to read, not a computation: it states no run time
+    assert len(found) == 1, f"{rel}: expected one '**Run time:** N s on a K-core CPU when the book was last executed'"
+    hand_typed = [c.source for c in nb.cells if c.cell_type == "markdown"
+                  and re.search(r"(?i)expected run time|\*\*run time\*\*:", c.source)]
+    assert not hand_typed, f"{rel}: a run time typed by hand"
+    times = json.loads((ROOT / "benchmarks" / "results" / "notebook_times.json").read_text())
+    if rel in times:
+        stated = int(re.search(r"\*\*Run time:\*\* (\d+) s", found[0].group(0)).group(1))
+        assert stated == max(1, round(times[rel])), f"{rel}: states {stated} s, measured {times[rel]} s"
