@@ -47,6 +47,20 @@ def check_positive(value: Any, func: str, name: str) -> float:
     return float(value)
 
 
+def check_non_negative(value: Any, func: str, name: str) -> float:
+    """Return ``value`` as a float after checking that it is a finite number >= 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not math.isfinite(float(value))
+        or float(value) < 0
+    ):
+        raise ValueError(
+            f"The '{name}' parameter of {func} must be a finite number >= 0. Got {value!r} instead."
+        )
+    return float(value)
+
+
 def check_fraction(value: Any, func: str, name: str, *, closed: bool = False) -> float:
     """Return ``value`` as a float after checking that it lies in (0, 1) (or (0, 1])."""
     interval = "(0, 1]" if closed else "(0, 1)"

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from . import extraction
-from ._validation import check_alpha, check_int, check_option, check_positive
+from ._validation import check_alpha, check_int, check_non_negative, check_option, check_positive
 from .data import DigitSplits, make_splits
 from .fusion import TransferObjective, kd_loss
 from .models import DigitCNN, RowRNN
@@ -127,10 +127,7 @@ class CaseStudyConfig:
             check_int(getattr(self, name), func, name)
         for name in ("teacher_lr", "labelled_lr", "transfer_lr", "full_lr"):
             check_positive(getattr(self, name), func, name)
-        if self.hint_weight < 0:
-            raise ValueError(
-                f"The 'hint_weight' parameter of {func} must be >= 0. Got {self.hint_weight!r} instead."
-            )
+        check_non_negative(self.hint_weight, func, "hint_weight")
         self.seeds = tuple(self.seeds)
         if not self.seeds:
             raise ValueError(f"The 'seeds' parameter of {func} must hold at least one seed. Got none.")

@@ -24,7 +24,6 @@ extracted once and indexed per sample. Introduced in chapter 2, derived in chapt
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 from ._validation import (
     check_alpha,
     check_labels,
+    check_non_negative,
     check_positive,
     check_same_keys,
     check_same_rows,
@@ -257,17 +257,7 @@ class TransferObjective(nn.Module):
             check_same_rows(teacher_logits, teacher_features, func, ("teacher_logits", "teacher_features"))
         self.alpha = check_alpha(alpha, func)
         self.temperature = check_positive(temperature, func, "temperature")
-        if (
-            isinstance(hint_weight, bool)
-            or not isinstance(hint_weight, (int, float))
-            or not math.isfinite(hint_weight)
-            or hint_weight < 0
-        ):
-            raise ValueError(
-                f"The 'hint_weight' parameter of {func} must be a finite number >= 0. "
-                f"Got {hint_weight!r} instead."
-            )
-        self.hint_weight = float(hint_weight)
+        self.hint_weight = check_non_negative(hint_weight, func, "hint_weight")
         self.register_buffer("teacher_logits", None if teacher_logits is None else teacher_logits.detach().clone())
         self.register_buffer("teacher_features", None if teacher_features is None else teacher_features.detach().clone())
         self.mapping = mapping

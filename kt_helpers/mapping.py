@@ -16,7 +16,6 @@ linear transform". Three concrete mappings, one per kind of knowledge:
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from ._validation import check_int, check_same_rows, check_tensor
+from ._validation import check_int, check_non_negative, check_same_rows, check_tensor
 
 __all__ = ["LinearMap", "match_weights", "net2wider", "permute_hidden"]
 
@@ -89,16 +88,7 @@ class LinearMap:
             ``self``, fitted.
         """
         self._check_input(source, target, "fit")
-        if (
-            isinstance(self.ridge, bool)
-            or not isinstance(self.ridge, (int, float))
-            or not math.isfinite(self.ridge)
-            or self.ridge < 0
-        ):
-            raise ValueError(
-                "The 'ridge' parameter of LinearMap must be a float >= 0. "
-                f"Got {self.ridge!r} instead."
-            )
+        check_non_negative(self.ridge, "LinearMap", "ridge")
         S = source.detach().double().cpu()  # (N, p)
         K = target.detach().double().cpu()  # (N, q)
         if self.fit_intercept:
@@ -384,10 +374,7 @@ def net2wider(
             f"The 'new_width' parameter of net2wider must be an integer >= the current width "
             f"{width}. Got {new_width!r} instead."
         )
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
-        raise ValueError(
-            f"The 'noise' parameter of net2wider must be a finite number >= 0. Got {noise!r} instead."
-        )
+    check_non_negative(noise, "net2wider", "noise")
     gen = torch.Generator().manual_seed(seed)
     extra = torch.randint(0, width, (new_width - width,), generator=gen)
     mapping = torch.cat([torch.arange(width), extra])  # (new_width,) g(j)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from kt_helpers import _validation, extraction, fusion, metrics, models
+from kt_helpers import _validation, extraction, fusion, mapping, metrics, models
 
 A, B = torch.zeros(3, 2), torch.ones(3, 2)
 LOGITS, TARGETS = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
@@ -172,3 +172,25 @@ def test_a_closed_fraction_accepts_one():
     pattern = r"The 'f' parameter of g must be a float in \(0, 1\]\. Got 1\.01 instead"
     with pytest.raises(ValueError, match=pattern):
         _validation.check_fraction(1.01, "g", "f", closed=True)
+
+
+@pytest.mark.parametrize("value", [-0.5, float("nan"), float("inf"), True, "1"])
+def test_a_negative_or_non_finite_weight_is_rejected(value):
+    with pytest.raises(ValueError, match=rf"'w' parameter of f must be a finite number >= 0\. Got {re.escape(repr(value))}"):
+        _validation.check_non_negative(value, "f", "w")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: fusion.TransferObjective(teacher_logits=torch.zeros(2, 3), hint_weight=float("nan")),
+        lambda: mapping.LinearMap(ridge=float("inf")).fit(torch.zeros(3, 2), torch.zeros(3, 1)),
+    ],
+)
+def test_helpers_reject_a_non_finite_weight(call):
+    with pytest.raises(ValueError, match=r"must be a finite number >= 0"):
+        call()
+
+
+def test_zero_is_a_valid_weight():
+    assert _validation.check_non_negative(0, "f", "w") == 0.0
