@@ -12,9 +12,13 @@ re-derived exactly what the rest of the book uses.
   probabilities ``softmax(logits / T)``;
 * :func:`check_kd_loss` — ``fn(student_logits, teacher_logits, targets, alpha,
   temperature)``, the distillation loss
-  ``α·CE + (1 − α)·T²·KL(teacher_T ‖ student_T)``.
+  ``α·CE + (1 − α)·T²·KL(teacher_T ‖ student_T)``;
+* :func:`check_linear_map` — ``fn(source, target, ridge) -> (weight, bias)``,
+  the closed-form (ridge) least-squares map of chapter 3;
+* :func:`check_kd_gradient` — the gradient of the distillation loss with
+  respect to the student's logits, derived in chapter 3.
 
-Introduced in chapter 2 (exercises).
+Introduced in chapter 2 (exercises); the last two in chapter 3.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from torch import Tensor
 
 from .fusion import kd_loss
 
-__all__ = ["CheckResult", "check_kd_loss", "check_soft_targets"]
+__all__ = ["CheckResult", "check_kd_gradient", "check_kd_loss", "check_linear_map", "check_soft_targets"]
 
 
 @dataclass(frozen=True)
@@ -554,8 +558,6 @@ def check_kd_loss(
 
 
 # --- chapter 3: the closed-form linear map and the distillation gradient ---------------------
-#
-# Appended for chapter 3's exercises; uses the helpers above (_finish, _as_tensor, ...).
 
 #: The mistakes that :func:`check_linear_map` recognises, each with its explanation.
 _MAP_MISTAKES = {
@@ -980,5 +982,3 @@ def check_kd_gradient(fn: Callable[..., Any], *, verbose: bool = True) -> CheckR
         verbose,
     )
 
-
-__all__ += ["check_kd_gradient", "check_linear_map"]
