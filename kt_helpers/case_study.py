@@ -215,8 +215,7 @@ def transfer_set(splits: DigitSplits, *, augment: bool = False) -> tuple[Tensor,
     Returns:
         ``(X, y)``: X of shape (N, 1, 8, 8), y of shape (N,) with ``-1`` for unlabelled images.
     """
-    X = splits.X_train  # (n_labelled + n_transfer, 1, 8, 8), labelled rows first
-    y = torch.cat([splits.y_labelled, torch.full_like(splits.y_transfer, -1)])
+    X, y = splits.X_train, splits.y_student  # labelled rows first, then the transfer set (-1)
     if augment:
         extra = shift_images(X)
         X = torch.cat([X, extra])

@@ -103,6 +103,8 @@ class DigitSplits:
         X_test, y_test: the fixed test set (the same 450 images for every seed).
         X_train, y_train: labelled + transfer, with all their labels, as used to
             train the teacher and the "all labels" reference student.
+        y_student: the labels of ``X_train`` as a student of transfer sees them:
+            ``y_labelled``, then ``-1`` (unlabelled) for every transfer image.
     """
 
     X_labelled: Tensor
@@ -121,6 +123,10 @@ class DigitSplits:
     @property
     def y_train(self) -> Tensor:
         return torch.cat([self.y_labelled, self.y_transfer])
+
+    @property
+    def y_student(self) -> Tensor:
+        return torch.cat([self.y_labelled, torch.full_like(self.y_transfer, -1)])
 
     def sizes(self) -> dict[str, int]:
         """Number of images in each split."""

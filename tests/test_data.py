@@ -209,3 +209,13 @@ def test_shift_domain_rejects_row_sequences(batch):
     pattern = r"'X' parameter of shift_domain must have 4 dimensions\. Got shape \(16, 8, 8\)"
     with pytest.raises(ValueError, match=pattern):
         data.shift_domain(batch.squeeze(1), "flip")
+
+
+def test_y_student_hides_the_transfer_labels_and_aligns_with_x_train():
+    splits = data.make_splits(0.1, seed=3)
+    y = splits.y_student
+    n = len(splits.y_labelled)
+    assert y.shape == splits.y_train.shape and y.dtype == splits.y_train.dtype
+    assert torch.equal(y[:n], splits.y_labelled)
+    assert bool((y[n:] == -1).all())
+    assert len(y) == len(splits.X_train)
