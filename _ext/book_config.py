@@ -1,47 +1,34 @@
-"""A Sphinx extension of this book: values from ``_config.yml`` in the pages' text.
+"""The book's own Sphinx extension. It does two things.
 
-The book's repository URL is written in one place only, ``repository.url`` in
-``_config.yml`` (see :mod:`kt_helpers.course`). A page that shows it, such as
-the ``git clone`` command in "How to run", writes ``{{ repository_url }}``,
-also inside code blocks; this extension replaces it with the configured URL
-before the page is parsed, so a fork that runs ``python -m kt_helpers.course
-set-repo URL`` shows its own URL everywhere.
+1. The repository URL is written in one place only, ``repository.url`` in
+   ``_config.yml`` (see :mod:`kt_helpers.course`). A page that shows it, such
+   as the ``git clone`` command in "How to run", writes ``{{ repository_url }}``,
+   also inside code blocks; it is replaced with the configured URL before the
+   page is parsed, so a fork that runs ``python -m kt_helpers.course set-repo
+   URL`` shows its own URL everywhere.
+2. In the API appendix, docstrings name PyTorch, NumPy or standard-library
+   objects (``torch.nn.Module``, ``Callable``...). The build is offline, so it
+   cannot link them to those projects' documentation; they are shown as code
+   instead of as broken links. A reference to a kt_helpers object that the
+   API page does not document stays unresolved, so the nitpicky build
+   (``-n -W``) still fails on it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-#: Placeholder → key of ``html_theme_options`` (which Jupyter Book fills from
-#: the ``repository:`` block of ``_config.yml``).
-PLACEHOLDERS = {
-    "{{ repository_url }}": "repository_url",
-    "{{ repository_branch }}": "repository_branch",
-}
+PLACEHOLDER = "{{ repository_url }}"
 
 
 def _replace(app: Any, docname: str, source: list[str]) -> None:
-    options = app.config.html_theme_options or {}
-    text = source[0]
-    for placeholder, key in PLACEHOLDERS.items():
-        if placeholder in text:
-            value = options.get(key)
-            if not value:
-                raise ValueError(
-                    f"{docname} uses {placeholder}, but _config.yml sets no repository "
-                    f"{key.removeprefix('repository_')}. Got {value!r}."
-                )
-            text = text.replace(placeholder, str(value))
-    source[0] = text
-
-
-# --- the API appendix: names outside the book -------------------------------------
-#
-# Docstrings name PyTorch, NumPy or standard-library objects (``torch.nn.Module``,
-# ``Callable``...). The build is offline, so it cannot link them to those projects'
-# documentation; they are shown as code instead of as broken links. A reference to
-# a kt_helpers object that the API page does not document stays unresolved, so the
-# nitpicky build (-n -W) still fails on it.
+    if PLACEHOLDER not in source[0]:
+        return
+    # Jupyter Book fills html_theme_options from the repository: block of _config.yml.
+    url = (app.config.html_theme_options or {}).get("repository_url")
+    if not url:
+        raise ValueError(f"{docname} uses {PLACEHOLDER}, but _config.yml sets no repository url. Got {url!r}.")
+    source[0] = source[0].replace(PLACEHOLDER, str(url))
 
 
 def _is_kt_helpers_object(module_name: str | None, target: str) -> bool:

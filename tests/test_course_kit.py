@@ -91,10 +91,10 @@ class _App:
 
 def test_pages_show_the_configured_repository_url_through_the_extension():
     ext = _book_config_extension()
-    source = ["```console\n$ git clone {{ repository_url }} book\n```\nbranch {{ repository_branch }}\n"]
-    ext._replace(_App({"repository_url": "https://github.com/someone/fork", "repository_branch": "spring"}),
-                 "appendices/how_to_run", source)
-    assert source[0] == "```console\n$ git clone https://github.com/someone/fork book\n```\nbranch spring\n"
+    source = ["```console\n$ git clone {{ repository_url }} book\n```\nthen {{ repository_url }}\n"]
+    ext._replace(_App({"repository_url": "https://github.com/someone/fork"}), "appendices/how_to_run", source)
+    assert source[0] == ("```console\n$ git clone https://github.com/someone/fork book\n```\n"
+                         "then https://github.com/someone/fork\n")
     with pytest.raises(ValueError, match=r"how_to_run uses \{\{ repository_url \}\}.*no repository url\. Got None"):
         ext._replace(_App({}), "how_to_run", ["{{ repository_url }}"])
     # The extension is loaded by the build, and the clone command uses it.
