@@ -1,4 +1,4 @@
-"""The book's own Sphinx extension. It does two things.
+"""The book's own Sphinx extension. It does three things.
 
 1. The repository URL is written in one place only, ``repository.url`` in
    ``_config.yml`` (see :mod:`kt_helpers.course`). A page that shows it, such
@@ -12,6 +12,13 @@
    instead of as broken links. A reference to a kt_helpers object that the
    API page does not document stays unresolved, so the nitpicky build
    (``-n -W``) still fails on it.
+3. The site's root, ``index.html``, only sends the reader to the first page.
+   Left to ``sphinx-external-toc`` it is a bare ``<meta>`` refresh with no
+   icon, so a browser opening it asks the server for ``/favicon.ico``, which
+   the site does not have (a 404, and an error in the console, whenever the
+   request beats the redirect). It is written here as a small HTML page that
+   names the book's favicon, has a title and shows a link for a browser that
+   does not follow the refresh.
 """
 
 from __future__ import annotations
@@ -66,7 +73,52 @@ def _outside_reference(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     return nodes.literal(contnode.astext(), contnode.astext())
 
 
+REDIRECT_PAGE = """<!DOCTYPE html>
+<html lang="{language}">
+<head>
+<meta charset="utf-8" />
+<title>{title}</title>
+{icon}<meta http-equiv="Refresh" content="0; url={target}" />
+</head>
+<body>
+<p><a href="{target}">{title}</a></p>
+</body>
+</html>
+"""
+
+
+def _write_landing_page(app: Any, exception: BaseException | None) -> None:
+    """Write ``index.html`` as a redirect to the book's first page (see point 3 above).
+
+    Runs before ``sphinx-external-toc``'s own handler, which then finds the
+    file there and leaves it alone.
+    """
+    import html
+    from pathlib import Path
+
+    if exception is not None or app.builder.format != "html" or app.config.root_doc == "index":
+        return
+    if app.builder.name == "dirhtml":
+        target = f"{app.config.root_doc}/index.html"
+    else:
+        target = f"{app.config.root_doc}.html"
+    favicon = app.config.html_favicon
+    icon = ""
+    if favicon:
+        href = favicon if "://" in favicon else f"_static/{Path(favicon).name}"
+        icon = f'<link rel="icon" href="{html.escape(href)}" />\n'
+    page = REDIRECT_PAGE.format(
+        language=html.escape(app.config.language or "en"),
+        title=html.escape(app.config.html_title or app.config.project),
+        icon=icon,
+        target=html.escape(target),
+    )
+    Path(app.outdir, "index.html").write_text(page, encoding="utf-8")
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.connect("source-read", _replace)
     app.connect("missing-reference", _outside_reference)
+    # Priority below the default 500: before sphinx-external-toc writes its bare redirect.
+    app.connect("build-finished", _write_landing_page, priority=400)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -150,6 +150,19 @@ def test_the_landing_page_opens_the_book(site):
     assert visit["landed"] == root, f"opening index.html, the browser ended on {visit['landed']}, not {root}"
 
 
+def test_the_landing_page_names_an_icon_the_site_has(site):
+    """Without an icon link, a browser opening index.html asks for /favicon.ico, which
+    the site does not have: a 404 whenever the request beats the redirect. Checked on
+    the file, because in the browser it depends on that race."""
+    import html as html_lib
+
+    text = (SITE_DIR / "index.html").read_text(encoding="utf-8")
+    match = re.search(r'<link[^>]+rel="icon"[^>]+href="([^"]+)"', text)
+    assert match, f"index.html names no icon (<link rel=\"icon\" ...>): {text[:300]!r}"
+    href = html_lib.unescape(match.group(1))
+    assert (SITE_DIR / href).is_file(), f"index.html names the icon {href}, which the site does not have"
+
+
 def test_every_notebook_of_the_book_is_a_page(site):
     in_toc = set(NOTEBOOK_PAGES.values())
     failures = [
