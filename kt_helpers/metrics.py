@@ -1,5 +1,6 @@
 """Measures of models and of representations: accuracy, calibration, agreement,
-similarity (linear CKA) and the loss barrier between two networks.
+similarity (linear CKA) and the loss barrier between two networks; and
+:func:`format_mean_std`, how the book reports a measure repeated over seeds.
 
 These functions only compute; the figures live in :mod:`kt_helpers.plots`.
 Introduced in chapter 2 (selection) and chapter 3 (CKA, loss barrier).
@@ -24,6 +25,7 @@ __all__ = [
     "accuracy",
     "agreement",
     "expected_calibration_error",
+    "format_mean_std",
     "linear_cka",
     "loss_barrier",
 ]
@@ -187,3 +189,59 @@ def loss_barrier(losses: Sequence[float], alphas: Sequence[float]) -> float:
         )
     loss_a, loss_b = pairs[1.0], pairs[0.0]
     return max(v - (a * loss_a + (1 - a) * loss_b) for a, v in pairs.items())
+
+
+def format_mean_std(values: Sequence[float], fmt: str = "{:.1%}", *, missing: str = "—") -> str:
+    """A measure repeated over seeds, as ``"mean ± standard deviation"``.
+
+    The standard deviation is the sample one (``ddof=1``, as in pandas), the
+    spread a reader should expect from one more seed. Missing values (NaN)
+    are left out; with one value left the result is that value alone, with
+    none it is ``missing``.
+
+    Args:
+        values: the measure, one value per run (a list, an array, a tensor or
+            a pandas Series).
+        fmt: a :meth:`str.format` pattern for one number, such as ``"{:.1%}"``
+            (the default, for accuracies and errors) or ``"{:.3f}"``.
+        missing: what to show when there is no value.
+
+    Returns:
+        The formatted string.
+
+    Raises:
+        ValueError: if ``values`` does not hold numbers or ``fmt`` is not a
+            pattern for one number.
+
+    Examples:
+        >>> format_mean_std([0.90, 0.92, 0.94])
+        '92.0% ± 2.0%'
+        >>> format_mean_std([0.1234, 0.1236], "{:.4f}")
+        '0.1235 ± 0.0001'
+        >>> format_mean_std([float("nan")])
+        '—'
+    """
+    import numpy as np
+
+    try:
+        array = np.asarray(values, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise ValueError(
+            "The 'values' parameter of format_mean_std must hold numbers (one per run). "
+            f"Got {values!r} instead."
+        ) from None
+    try:
+        shows_a_number = fmt.format(0.5) != fmt
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        shows_a_number = False
+    if not shows_a_number:
+        raise ValueError(
+            "The 'fmt' parameter of format_mean_std must be a format pattern for one number, "
+            f"such as '{{:.1%}}'. Got {fmt!r} instead."
+        )
+    array = array[~np.isnan(array)]
+    if array.size == 0:
+        return missing
+    if array.size == 1:
+        return fmt.format(array[0])
+    return f"{fmt.format(array.mean())} ± {fmt.format(array.std(ddof=1))}"

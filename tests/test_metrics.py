@@ -220,3 +220,43 @@ def test_loss_barrier_rejects_different_lengths():
 def test_loss_barrier_needs_both_ends():
     with pytest.raises(ValueError, match=r"'alphas'.*both ends of the path, 0 and 1\. Got \[0\.0, 0\.5\]"):
         metrics.loss_barrier([0.1, 0.2], [0.0, 0.5])
+
+
+# --------------------------------------------------------------------------- format_mean_std
+
+
+def test_format_mean_std_uses_the_sample_standard_deviation():
+    import pandas as pd
+
+    values = [0.80, 0.85, 0.93]
+    expected = f"{np.mean(values):.1%} ± {np.std(values, ddof=1):.1%}"
+    assert metrics.format_mean_std(values) == expected == "86.0% ± 6.6%"
+    # the same from a pandas Series (whose std is ddof=1) and from a tensor
+    series = pd.Series(values)
+    assert metrics.format_mean_std(series) == f"{series.mean():.1%} ± {series.std():.1%}"
+    assert metrics.format_mean_std(torch.tensor(values, dtype=torch.float64)) == expected
+
+
+def test_format_mean_std_leaves_out_missing_values():
+    nan = float("nan")
+    assert metrics.format_mean_std([0.5, nan, 0.7], "{:.2f}") == "0.60 ± 0.14"
+    assert metrics.format_mean_std([0.25, nan], "{:.2f}") == "0.25"  # no spread from one run
+    assert metrics.format_mean_std([nan, nan]) == "—"
+    assert metrics.format_mean_std([], missing="-") == "-"
+
+
+@pytest.mark.parametrize(
+    "values, fmt, argument",
+    [
+        (["a", "b"], "{:.1%}", "'values'"),
+        ([{"x": 1}], "{:.1%}", "'values'"),
+        ([0.1, 0.2], "percent", "'fmt'"),
+        ([0.1, 0.2], "{:.1%} and {}", "'fmt'"),
+        ([0.1, 0.2], "{:d}", "'fmt'"),
+        ([0.1, 0.2], 3, "'fmt'"),
+    ],
+)
+def test_format_mean_std_rejects_bad_input(values, fmt, argument):
+    with pytest.raises(ValueError, match=argument) as error:
+        metrics.format_mean_std(values, fmt)
+    assert "Got" in str(error.value)
