@@ -100,6 +100,22 @@ def check_tensor(value: Any, func: str, name: str, *, ndim: int | None = None) -
     return value
 
 
+def check_probabilities(probs: Tensor, func: str, name: str = "probs") -> Tensor:
+    """Return ``probs`` after checking that it is (N, C) with non-negative rows summing to 1."""
+    check_tensor(probs, func, name, ndim=2)
+    if probs.numel() == 0:
+        return probs
+    row_sums = probs.sum(dim=1)
+    if float(probs.min()) < 0 or not torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-4):
+        raise ValueError(
+            f"The '{name}' parameter of {func} must hold probabilities: non-negative rows "
+            f"summing to 1 (pass softmax(logits), not logits). Got values from "
+            f"{float(probs.min()):.4g} to {float(probs.max()):.4g} and row sums from "
+            f"{float(row_sums.min()):.4g} to {float(row_sums.max()):.4g} instead."
+        )
+    return probs
+
+
 def check_same_shape(a: Tensor, b: Tensor, func: str, names: tuple[str, str]) -> None:
     """Raise unless two tensors have the same shape."""
     if a.shape != b.shape:
@@ -149,8 +165,16 @@ def check_option(value: Any, func: str, name: str, options: Sequence[Any]) -> An
     return value
 
 
-def check_labels(y: Tensor, func: str, name: str = "y", *, allow_unlabelled: bool = False) -> Tensor:
-    """Check that ``y`` is a 1-D integer tensor of class indices (-1 = unlabelled if allowed)."""
+def check_labels(
+    y: Tensor,
+    func: str,
+    name: str = "y",
+    *,
+    allow_unlabelled: bool = False,
+    num_classes: int | None = None,
+) -> Tensor:
+    """Check that ``y`` is a 1-D integer tensor of class indices (-1 = unlabelled if allowed),
+    each below ``num_classes`` when that is given."""
     check_tensor(y, func, name, ndim=1)
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise ValueError(
@@ -162,5 +186,10 @@ def check_labels(y: Tensor, func: str, name: str = "y", *, allow_unlabelled: boo
         what = "class indices >= 0 (or -1 for unlabelled)" if allow_unlabelled else "class indices >= 0"
         raise ValueError(
             f"The '{name}' parameter of {func} must hold {what}. Got {int(y.min())} instead."
+        )
+    if num_classes is not None and y.numel() and int(y.max()) >= num_classes:
+        raise ValueError(
+            f"The '{name}' parameter of {func} must hold class indices below {num_classes}, "
+            f"the number of classes (columns of the scores). Got {int(y.max())} instead."
         )
     return y

@@ -155,7 +155,7 @@ def kd_loss(
     check_tensor(student_logits, "kd_loss", "student_logits", ndim=2)
     check_tensor(teacher_logits, "kd_loss", "teacher_logits", ndim=2)
     check_same_shape(student_logits, teacher_logits, "kd_loss", ("student_logits", "teacher_logits"))
-    check_labels(targets, "kd_loss", "targets", allow_unlabelled=True)
+    check_labels(targets, "kd_loss", "targets", allow_unlabelled=True, num_classes=student_logits.shape[1])
     check_same_rows(student_logits, targets, "kd_loss", ("student_logits", "targets"))
 
     labelled = targets >= 0

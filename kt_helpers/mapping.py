@@ -24,6 +24,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ._validation import check_int, check_non_negative, check_same_rows, check_tensor
+from .metrics import _r2
 
 __all__ = ["LinearMap", "match_weights", "net2wider", "permute_hidden"]
 
@@ -142,16 +143,12 @@ class LinearMap:
         """
         self._check_fitted("score")
         self._check_input(source, target, "score")
-        pred = self.transform(source).double()
-        K = target.double()
-        ss_res = ((K - pred) ** 2).sum()
-        ss_tot = ((K - K.mean(dim=0)) ** 2).sum()
-        if float(ss_tot) == 0.0:
+        if target.shape[1] != self.weight_.shape[0]:
             raise ValueError(
-                "The 'target' parameter of LinearMap.score must vary across samples. "
-                "Got a constant target."
+                f"The 'target' parameter of LinearMap.score must have {self.weight_.shape[0]} "
+                f"columns, as in fit. Got {target.shape[1]} instead."
             )
-        return float(1.0 - ss_res / ss_tot)
+        return _r2(self.transform(source), target, "LinearMap.score")
 
     def to_module(self) -> nn.Linear:
         """The fitted map as a :class:`torch.nn.Linear`, e.g. to initialise a learned map."""

@@ -1,4 +1,5 @@
 """Measures of models and of representations: accuracy, calibration, agreement,
+the entropy of soft labels, how well one representation predicts another (R²),
 similarity (linear CKA) and the loss barrier between two networks; and
 :func:`format_mean_std`, how the book reports a measure repeated over seeds.
 
@@ -16,6 +17,7 @@ from torch import Tensor
 from ._validation import (
     check_int,
     check_labels,
+    check_probabilities,
     check_same_rows,
     check_same_shape,
     check_tensor,
@@ -24,10 +26,12 @@ from ._validation import (
 __all__ = [
     "accuracy",
     "agreement",
+    "entropy",
     "expected_calibration_error",
     "format_mean_std",
     "linear_cka",
     "loss_barrier",
+    "r2_score",
 ]
 
 
@@ -43,7 +47,7 @@ def accuracy(logits: Tensor, y: Tensor) -> float:
         0.5
     """
     check_tensor(logits, "accuracy", "logits", ndim=2)
-    check_labels(y, "accuracy", "y")
+    check_labels(y, "accuracy", "y", num_classes=logits.shape[1])
     check_same_rows(logits, y, "accuracy", ("logits", "y"))
     return float((logits.argmax(dim=1) == y).float().mean())
 
@@ -58,6 +62,31 @@ def agreement(logits_a: Tensor, logits_b: Tensor) -> float:
     check_tensor(logits_b, "agreement", "logits_b", ndim=2)
     check_same_shape(logits_a, logits_b, "agreement", ("logits_a", "logits_b"))
     return float((logits_a.argmax(1) == logits_b.argmax(1)).float().mean())
+
+
+def entropy(probs: Tensor) -> Tensor:
+    """Entropy of each row of a table of class probabilities, in nats.
+
+    .. math::
+        H(p) = -\\sum_{c=1}^{C} p_c \\log p_c
+
+    0 for a one-hot row, :math:`\\log C` for a uniform one. Soft labels at a
+    higher temperature have a higher entropy: they say more about the wrong
+    classes ("dark knowledge", chapter 2).
+
+    Args:
+        probs: probabilities of shape (N, C), rows summing to 1, such as
+            :func:`kt_helpers.extraction.soft_targets`.
+
+    Returns:
+        The entropies, shape (N,).
+
+    Example:
+        >>> entropy(torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
+        tensor([0.0000, 0.6931])
+    """
+    check_probabilities(probs, "entropy", "probs")
+    return torch.special.entr(probs).sum(dim=1)  # entr(p) = -p log p, 0 at p = 0
 
 
 def expected_calibration_error(probs: Tensor, y: Tensor, *, n_bins: int = 15) -> float:
@@ -83,18 +112,10 @@ def expected_calibration_error(probs: Tensor, y: Tensor, *, n_bins: int = 15) ->
         >>> round(expected_calibration_error(probs, torch.tensor([0, 1])), 4)
         0.4
     """
-    check_tensor(probs, "expected_calibration_error", "probs", ndim=2)
-    check_labels(y, "expected_calibration_error", "y")
+    check_probabilities(probs, "expected_calibration_error", "probs")
+    check_labels(y, "expected_calibration_error", "y", num_classes=probs.shape[1])
     check_same_rows(probs, y, "expected_calibration_error", ("probs", "y"))
     check_int(n_bins, "expected_calibration_error", "n_bins")
-    row_sums = probs.sum(dim=1)
-    if probs.numel() and (
-        float(probs.min()) < 0 or not torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-4)
-    ):
-        raise ValueError(
-            "The 'probs' parameter of expected_calibration_error must hold probabilities: "
-            "non-negative rows summing to 1. Pass softmax(logits), not logits."
-        )
     confidence, prediction = probs.max(dim=1)  # (N,), (N,)
     correct = (prediction == y).float()
     bins = torch.clamp((confidence * n_bins).ceil().long() - 1, 0, n_bins - 1)  # (N,)
@@ -189,6 +210,49 @@ def loss_barrier(losses: Sequence[float], alphas: Sequence[float]) -> float:
         )
     loss_a, loss_b = pairs[1.0], pairs[0.0]
     return max(v - (a * loss_a + (1 - a) * loss_b) for a, v in pairs.items())
+
+
+def r2_score(prediction: Tensor, target: Tensor) -> float:
+    """Coefficient of determination R² of a prediction of ``target``.
+
+    Variance-weighted over the q target dimensions, so a constant ("dead")
+    feature neither helps nor breaks the score, and computed in float64:
+
+    .. math::
+        R^2 = 1 - \\frac{\\sum_{n,j} (K_{nj} - \\hat K_{nj})^2}{\\sum_{n,j} (K_{nj} - \\bar K_j)^2}
+
+    1 is a perfect prediction, 0 is no better than predicting each column's
+    mean, and it is negative for worse. :meth:`kt_helpers.mapping.LinearMap.score`
+    is this score of its own prediction; use this one for any other map, such
+    as an ``nn.Linear`` learned during training (chapter 4).
+
+    Args:
+        prediction: the predicted representation, shape (N, q) (or (N,)).
+        target: the true one, the same shape.
+
+    Returns:
+        R², a float.
+
+    Example:
+        >>> K = torch.tensor([[0.0], [1.0], [2.0]])
+        >>> r2_score(K + 0.5, K)
+        0.625
+    """
+    return _r2(prediction, target, "r2_score")
+
+
+def _r2(prediction: Tensor, target: Tensor, func: str) -> float:
+    check_tensor(prediction, func, "prediction")
+    check_tensor(target, func, "target")
+    check_same_shape(prediction, target, func, ("prediction", "target"))
+    K, pred = target.double(), prediction.double()
+    ss_res = ((K - pred) ** 2).sum()
+    ss_tot = ((K - K.mean(dim=0)) ** 2).sum()
+    if float(ss_tot) == 0.0:
+        raise ValueError(
+            f"The 'target' parameter of {func} must vary across samples. Got a constant target."
+        )
+    return float(1.0 - ss_res / ss_tot)
 
 
 def format_mean_std(values: Sequence[float], fmt: str = "{:.1%}", *, missing: str = "—") -> str:

@@ -260,3 +260,69 @@ def test_format_mean_std_rejects_bad_input(values, fmt, argument):
     with pytest.raises(ValueError, match=argument) as error:
         metrics.format_mean_std(values, fmt)
     assert "Got" in str(error.value)
+
+
+# --------------------------------------------------------------------------- entropy, r2_score
+
+
+def test_entropy_is_zero_for_one_hot_rows_and_log_c_for_uniform_ones():
+    probs = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.0, 0.0]])
+    torch.testing.assert_close(metrics.entropy(probs), torch.tensor([0.0, np.log(4), np.log(2)], dtype=torch.float32))
+
+
+def test_entropy_matches_scipy_and_grows_with_the_temperature():
+    from scipy.stats import entropy as scipy_entropy
+
+    logits = torch.randn(50, 10, generator=torch.Generator().manual_seed(0)) * 3
+    previous = None
+    for temperature in (1.0, 2.0, 4.0, 8.0):
+        probs = F.softmax(logits / temperature, dim=1)
+        h = metrics.entropy(probs)
+        np.testing.assert_allclose(h.numpy(), scipy_entropy(probs.numpy(), axis=1), rtol=1e-5)
+        if previous is not None:
+            assert bool((h > previous).all())
+        previous = h
+
+
+@pytest.mark.parametrize(
+    "probs",
+    [torch.randn(4, 3), torch.full((2, 3), 0.5), torch.tensor([[1.2, -0.2]])],
+    ids=["logits", "rows sum to 1.5", "a negative value"],
+)
+def test_entropy_rejects_what_is_not_probabilities(probs):
+    with pytest.raises(ValueError, match="'probs' parameter of entropy must hold probabilities.*Got"):
+        metrics.entropy(probs)
+
+
+def test_entropy_rejects_a_vector():
+    with pytest.raises(ValueError, match="'probs' parameter of entropy must have 2 dimensions"):
+        metrics.entropy(torch.tensor([0.5, 0.5]))
+
+
+def test_r2_score_matches_scikit_learn_variance_weighted():
+    from sklearn.metrics import r2_score as sk_r2
+
+    g = torch.Generator().manual_seed(1)
+    target = torch.randn(80, 4, generator=g) * torch.tensor([1.0, 3.0, 0.5, 2.0])
+    prediction = target + 0.7 * torch.randn(80, 4, generator=g)
+    expected = sk_r2(target.numpy(), prediction.numpy(), multioutput="variance_weighted")
+    assert metrics.r2_score(prediction, target) == pytest.approx(expected, abs=1e-6)
+    assert metrics.r2_score(target, target) == 1.0
+    mean = target.mean(dim=0).expand_as(target)
+    assert metrics.r2_score(mean, target) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_r2_score_is_the_score_of_a_linear_map():
+    from kt_helpers.mapping import LinearMap
+
+    g = torch.Generator().manual_seed(2)
+    S, K = torch.randn(60, 5, generator=g), torch.randn(60, 3, generator=g)
+    T = LinearMap(ridge=0.5).fit(S, K)
+    assert metrics.r2_score(T.transform(S), K) == T.score(S, K)
+
+
+def test_r2_score_rejects_mismatched_shapes_and_a_constant_target():
+    with pytest.raises(ValueError, match="'prediction' and 'target' parameters of r2_score must have the same shape"):
+        metrics.r2_score(torch.zeros(5, 2), torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="'target' parameter of r2_score must vary across samples"):
+        metrics.r2_score(torch.zeros(5, 2), torch.ones(5, 2))

@@ -194,3 +194,34 @@ def test_helpers_reject_a_non_finite_weight(call):
 
 def test_zero_is_a_valid_weight():
     assert _validation.check_non_negative(0, "f", "w") == 0.0
+
+
+# A class index must name a column of the scores: without this check, PyTorch's
+# cross-entropy raises an IndexError deep inside the loss (or, for accuracy, an
+# out-of-range label silently counts as a mistake).
+LABEL_TAKERS = {
+    "kd_loss": lambda y: fusion.kd_loss(LOGITS, LOGITS, y),
+    "accuracy": lambda y: metrics.accuracy(LOGITS, y),
+    "expected_calibration_error": lambda y: metrics.expected_calibration_error(
+        torch.full((4, 3), 1 / 3), y
+    ),
+}
+
+
+@pytest.mark.parametrize("func", list(LABEL_TAKERS))
+def test_a_class_index_beyond_the_scores_is_rejected(func):
+    name = "targets" if func == "kd_loss" else "y"
+    pattern = (
+        rf"The '{name}' parameter of {func} must hold class indices below 3, "
+        r"the number of classes \(columns of the scores\)\. Got 5 instead\."
+    )
+    with pytest.raises(ValueError, match=pattern):
+        LABEL_TAKERS[func](torch.tensor([0, 1, 2, 5]))
+
+
+def test_a_score_target_with_other_columns_than_fit_is_rejected():
+    S = torch.randn(10, 4, generator=torch.Generator().manual_seed(0))
+    fitted = mapping.LinearMap().fit(S, S[:, :2])
+    pattern = r"The 'target' parameter of LinearMap\.score must have 2 columns, as in fit\. Got 3 instead\."
+    with pytest.raises(ValueError, match=pattern):
+        fitted.score(S, S[:, :3])
