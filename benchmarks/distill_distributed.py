@@ -42,22 +42,28 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kt_helpers import data, extraction, fusion, models, train  # noqa: E402
 
 
-class RecordingObjective:
-    """Wraps an objective and counts, per epoch, how often each training sample is used."""
+class RecordingObjective(nn.Module):
+    """Wraps an objective and counts, per epoch, how often each training sample is used.
 
-    def __init__(self, inner, num_samples: int, num_epochs: int, world_size: int) -> None:
+    A :class:`torch.nn.Module`, so that ``fit`` moves the wrapped objective (and
+    its cached teacher logits) to the device it trains on; the counts stay on the CPU.
+    """
+
+    def __init__(self, inner: nn.Module, num_samples: int, num_epochs: int, world_size: int) -> None:
+        super().__init__()
         self.inner = inner
         self.counts = torch.zeros(num_epochs, num_samples, dtype=torch.int64)
         self.per_epoch = num_samples // world_size  # samples this process sees per epoch
         self.seen = 0
 
-    def __call__(self, model, X, y, index):
+    def forward(self, model, X, y, index):
         epoch = self.seen // self.per_epoch
         self.counts[epoch].index_add_(0, index.cpu(), torch.ones_like(index.cpu()))
         self.seen += len(index)

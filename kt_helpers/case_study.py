@@ -38,7 +38,7 @@ from ._validation import check_alpha, check_int, check_non_negative, check_optio
 from .data import DigitSplits, make_splits
 from .fusion import TransferObjective, kd_loss
 from .models import DigitCNN, RowRNN
-from .train import cross_entropy_objective, fit, predict_logits, seed_everything
+from .train import _device_of, cross_entropy_objective, fit, predict_logits, seed_everything
 
 __all__ = [
     "METHODS",
@@ -617,7 +617,8 @@ class LiveTeacherObjective:
     with logits extracted once; it is here only to measure what caching saves.
 
     It is deliberately not an :class:`torch.nn.Module`, so that
-    :func:`~kt_helpers.train.fit` does not hand the teacher's weights to the optimiser.
+    :func:`~kt_helpers.train.fit` does not hand the teacher's weights to the optimiser;
+    the teacher follows the batches to their device (a GPU, when ``fit`` trains there).
     """
 
     def __init__(self, teacher: nn.Module, *, alpha: float = 0.5, temperature: float = 4.0) -> None:
@@ -626,6 +627,8 @@ class LiveTeacherObjective:
         self.temperature = check_positive(temperature, "LiveTeacherObjective", "temperature")
 
     def __call__(self, model: nn.Module, X: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        if _device_of(self.teacher) != X.device:
+            self.teacher.to(X.device)
         with torch.no_grad():
             teacher_logits = self.teacher(X)  # (B, C), recomputed at every step
         return kd_loss(model(X), teacher_logits, y, alpha=self.alpha, temperature=self.temperature)

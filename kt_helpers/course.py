@@ -26,6 +26,7 @@ from pathlib import Path
 __all__ = [
     "BADGE_TAG",
     "SETUP_TAG",
+    "URL_COPIES",
     "badge_markdown",
     "colab_url",
     "find_book_root",
@@ -179,11 +180,22 @@ def sync(root: Path | None = None) -> list[Path]:
     return changed
 
 
+#: Files that hold a copy of the repository URL because they cannot read
+#: ``_config.yml``; :func:`set_repository` rewrites the URL in them too.
+URL_COPIES = ("README.md", "pyproject.toml", "CITATION.cff")
+
+
 def set_repository(url: str, branch: str = "main", root: Path | None = None) -> list[Path]:
     """Point the book at another repository (e.g. an instructor's fork).
 
     Rewrites ``repository.url`` and ``repository.branch`` in ``_config.yml`` —
-    the one place the URL is written — and regenerates every badge and setup cell.
+    the one place the URL is written — and regenerates every badge and setup
+    cell, and the copies of the URL in the files that cannot read it from
+    there (:data:`URL_COPIES`: the README's install line, the package's
+    homepage, the citation).
+
+    Returns:
+        The files changed: the notebooks, then those copies.
     """
     _parse_repo(url)
     if not re.fullmatch(r"[A-Za-z0-9._/-]+", branch):
@@ -194,6 +206,7 @@ def set_repository(url: str, branch: str = "main", root: Path | None = None) -> 
     block = re.search(r"^repository:\n((?:[ \t]+.*\n)+)", text, flags=re.M)
     if block is None:
         raise ValueError("_config.yml has no 'repository:' block to rewrite.")
+    old_url, _ = read_repository(root)
     body = block.group(1)
     indent = re.match(r"[ \t]+", body).group(0)
     for key, value in (("url", url.rstrip("/")), ("branch", branch)):
@@ -201,7 +214,17 @@ def set_repository(url: str, branch: str = "main", root: Path | None = None) -> 
         if not found:  # e.g. no 'branch:' line yet: add one, else the branch would stay "main"
             body += f"{indent}{key}: {value}\n"
     config_path.write_text(text[: block.start(1)] + body + text[block.end(1) :], encoding="utf-8")
-    return sync(root)
+    changed = sync(root)
+    new_url = url.rstrip("/")
+    for name in URL_COPIES:
+        path = root / name
+        if old_url == new_url or not path.is_file():
+            continue
+        copy = path.read_text(encoding="utf-8")
+        if old_url in copy:
+            path.write_text(copy.replace(old_url, new_url), encoding="utf-8")
+            changed.append(path)
+    return changed
 
 
 # --- student versions ------------------------------------------------------------------------
@@ -314,7 +337,12 @@ def no_solutions_config(out: Path, root: Path | None = None) -> Path:
     root = root or find_book_root()
     config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
     config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
+    # Jupyter Book resolves these paths against the folder of the config file,
+    # which is no longer the book's root: make them absolute.
     config["bibtex_bibfiles"] = [str((root / b).resolve()) for b in config.get("bibtex_bibfiles", [])]
+    extensions = config.get("sphinx", {}).get("local_extensions") or {}
+    for name, folder in extensions.items():
+        extensions[name] = str((root / folder).resolve())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -335,7 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "set-repo":
         changed = set_repository(args.url, args.branch)
-        print(f"repository set to {args.url} ({args.branch}); {len(changed)} notebook(s) updated")
+        notebooks = [p for p in changed if p.suffix == ".ipynb"]
+        others = [p.name for p in changed if p.suffix != ".ipynb"]
+        also = f", and the URL in {', '.join(others)}" if others else ""
+        print(f"repository set to {args.url} ({args.branch}); {len(notebooks)} notebook(s) updated{also}")
     elif args.command == "sync":
         changed = sync()
         print(f"{len(changed)} notebook(s) updated")

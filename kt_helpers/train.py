@@ -224,6 +224,7 @@ def fit(
     extra_parameters: Iterable[nn.Parameter] = (),
     schedule: str = "cosine",
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> History:
     """Train ``model`` on ``(X, y)`` with Adam, in mini-batches of shuffled samples.
 
@@ -245,6 +246,12 @@ def fit(
         extra_parameters: more parameters to train alongside the model.
         schedule: ``"cosine"`` (learning rate annealed to 0) or ``"constant"``.
         progress: show a progress bar (:mod:`tqdm.auto`).
+        device: where to train. By default the GPU when there is one (as on
+            Colab) and the CPU otherwise (:func:`get_device`); under
+            ``torchrun``, this process's device. The model, an objective that
+            is an :class:`torch.nn.Module` and ``extra_parameters`` are moved
+            there for training and moved back afterwards, so the caller finds
+            them where they were (the CPU, in the book); the data are copied.
 
     Under ``torchrun`` (after :func:`init_distributed`), ``batch_size`` is the
     *global* batch: each of the N processes computes the loss on its slice of
@@ -286,11 +293,62 @@ def fit(
                 f"samples of fit must both be divisible by the world size {world}. "
                 f"Got batch_size={batch_size} and {len(y)} samples instead."
             )
-    device = next(model.parameters()).device
+    if device is None:
+        device = ctx.device
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            "The 'device' parameter of fit must name a torch device, such as 'cpu' or 'cuda'. "
+            f"Got {device!r} instead."
+        ) from None
+    # Train on `device`; put the model, the objective and the extra parameters
+    # back where they were afterwards.
     extra = list(extra_parameters)
+    homes = [(model, _device_of(model))]
     if isinstance(objective, nn.Module):
-        objective.to(device)
-        extra += list(objective.parameters())
+        homes.append((objective, _device_of(objective)))
+    extra_homes = [(p, p.device) for p in extra]
+    try:
+        for module, _ in homes:
+            module.to(device)
+        for p, _ in extra_homes:
+            p.data = p.data.to(device)
+        return _fit_on(
+            model, X, y, objective, ctx, device, extra, num_epochs=num_epochs, lr=lr,
+            batch_size=batch_size, weight_decay=weight_decay, seed=seed, X_val=X_val,
+            y_val=y_val, schedule=schedule, progress=progress,
+        )
+    finally:
+        for module, home in homes:
+            module.to(home)
+        for p, home in extra_homes:
+            p.data = p.data.to(home)
+
+
+def _fit_on(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    objective: Objective,
+    ctx: DistributedContext,
+    device: torch.device,
+    extra: list[nn.Parameter],
+    *,
+    num_epochs: int,
+    lr: float,
+    batch_size: int,
+    weight_decay: float,
+    seed: int,
+    X_val: Tensor | None,
+    y_val: Tensor | None,
+    schedule: str,
+    progress: bool,
+) -> History:
+    """The training loop of :func:`fit`, on ``device`` (arguments already checked)."""
+    world = ctx.world_size
+    if isinstance(objective, nn.Module):
+        extra = extra + list(objective.parameters())
     optimizer = torch.optim.Adam(list(model.parameters()) + extra, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(y) // batch_size)
     scheduler = (

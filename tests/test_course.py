@@ -214,12 +214,30 @@ def test_set_repository_rewrites_only_the_repository_block(book):
     expected = CONFIG.replace(f"  url: {URL}\n  branch: main", f"  url: {new_url}\n  branch: spring")
     assert text == expected  # the comment that mentions the old URL is untouched
     assert course.read_repository(book) == (new_url, "spring")
-    assert sorted(changed) == course.notebooks(book)
+    assert sorted(changed) == course.notebooks(book)  # no README etc. in this book
     for path in course.notebooks(book):
         nb = nbformat.read(path, as_version=4)
         rel = path.relative_to(book).as_posix()
         assert _tagged(nb, course.BADGE_TAG)[0].source == course.badge_markdown(new_url, "spring", rel)
         assert _tagged(nb, course.SETUP_TAG)[0].source == course.setup_source(new_url, "spring")
+
+
+def test_set_repository_rewrites_the_copies_of_the_url(book):
+    copies = {
+        "README.md": f"pip install 'kt-helpers @ git+{URL}'\nsee also https://github.com/other/project\n",
+        "pyproject.toml": f'[project.urls]\nHomepage = "{URL}"\n',
+        "CITATION.cff": f'repository-code: "{URL}"\n',
+    }
+    assert set(copies) == set(course.URL_COPIES)
+    for name, text in copies.items():
+        (book / name).write_text(text, encoding="utf-8")
+    new_url = "https://github.com/someone/fork"
+    changed = course.set_repository(new_url + "/", "spring", root=book)
+    assert [p.name for p in changed if p.suffix != ".ipynb"] == list(course.URL_COPIES)
+    for name, text in copies.items():
+        assert (book / name).read_text(encoding="utf-8") == text.replace(URL, new_url), name
+    # setting the same repository again changes no copy
+    assert [p for p in course.set_repository(new_url, "spring", root=book) if p.suffix != ".ipynb"] == []
 
 
 def test_set_repository_adds_a_missing_branch(book):

@@ -221,3 +221,59 @@ def test_fit_rejects_float_labels(small):
     pattern = r"'y' parameter of fit must hold integer class indices\. Got dtype torch.float32"
     with pytest.raises(ValueError, match=pattern):
         train.fit(models.MLP(hidden=(4,)), X, y.float())
+
+
+# --- the device fit trains on --------------------------------------------------------------------
+
+
+def test_fit_trains_on_the_device_it_is_given(small):
+    X, y, _, _ = small
+    seen = []
+
+    def objective(model, X_batch, y_batch, index):
+        seen.append((next(model.parameters()).device, X_batch.device, y_batch.device))
+        return F.cross_entropy(model(X_batch), y_batch)
+
+    model = models.MLP(hidden=(8,))
+    train.fit(model, X, y, objective=objective, num_epochs=1, device="cpu")
+    assert set(seen) == {(torch.device("cpu"),) * 3}
+    # By default, get_device(): the GPU on Colab, the CPU here.
+    seen.clear()
+    train.fit(model, X, y, objective=objective, num_epochs=1)
+    device = train.get_device()
+    assert {tuple(d.type for d in s) for s in seen} == {(device.type,) * 3}
+    assert next(model.parameters()).device.type == "cpu", "fit must give the model back where it was"
+
+
+def test_fit_gives_the_same_result_with_the_default_device_as_with_cpu_here(small):
+    # On a machine without a GPU the default is the CPU: the same run, step for step.
+    X, y, _, _ = small
+    runs = []
+    for device in (None, "cpu"):
+        train.seed_everything(0)
+        model = models.MLP(hidden=(8,))
+        train.fit(model, X, y, num_epochs=2, seed=0, device=device)
+        runs.append(_weights(model))
+    if train.get_device().type == "cpu":
+        for key in runs[0]:
+            assert torch.equal(runs[0][key], runs[1][key]), key
+
+
+def test_fit_rejects_a_device_that_is_not_one(small):
+    X, y, _, _ = small
+    with pytest.raises(ValueError, match=r"The 'device' parameter of fit must name a torch device.*Got 'gpu please' instead"):
+        train.fit(models.MLP(hidden=(8,)), X, y, num_epochs=1, device="gpu please")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_fit_trains_on_the_gpu_and_returns_everything_to_the_cpu(small):  # pragma: no cover - GPU only
+    X, y, _, _ = small
+    teacher_logits = torch.randn(len(y), 10)
+    objective = fusion.distillation_objective(teacher_logits, alpha=0.5, temperature=2.0)
+    scale = nn.Parameter(torch.ones(()))
+    model = models.RowRNN()
+    history = train.fit(model, X, y, objective=objective, num_epochs=1, extra_parameters=[scale])
+    assert next(model.parameters()).device.type == "cpu"
+    assert objective.teacher_logits.device.type == "cpu"
+    assert scale.device.type == "cpu"
+    assert np.isfinite(history.train_loss[-1])
