@@ -285,12 +285,12 @@ def standardise(features: Tensor, *, like: Tensor | None = None) -> Tensor:
     while putting the hint on the scale of the other losses.
 
     Args:
-        features: of shape (N, q).
-        like: features of shape (M, q) whose mean and scale to use, e.g. the
+        features: of shape (N, d).
+        like: features of shape (M, d) whose mean and scale to use, e.g. the
             training features when standardising held-out ones; default ``features``.
 
     Shape:
-        - features: (N, q). Output: (N, q).
+        - features: (N, d). Output: (N, d).
 
     Example:
         >>> z = standardise(torch.tensor([[0.0, 10.0], [2.0, 30.0]]))
@@ -301,7 +301,7 @@ def standardise(features: Tensor, *, like: Tensor | None = None) -> Tensor:
     for name, value in (("features", features), ("like", reference)):
         if not isinstance(value, Tensor) or value.ndim != 2:
             raise ValueError(
-                f"The '{name}' parameter of standardise must be a tensor of shape (N, q). "
+                f"The '{name}' parameter of standardise must be a tensor of shape (N, d). "
                 f"Got {tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__} instead."
             )
     if reference.shape[1] != features.shape[1]:
@@ -309,7 +309,7 @@ def standardise(features: Tensor, *, like: Tensor | None = None) -> Tensor:
             "The 'like' parameter of standardise must have as many columns as 'features'. "
             f"Got {reference.shape[1]} and {features.shape[1]} instead."
         )
-    mean = reference.mean(dim=0, keepdim=True)  # (1, q)
+    mean = reference.mean(dim=0, keepdim=True)  # (1, d)
     scale = (reference - mean).pow(2).mean().sqrt()
     if float(scale) == 0.0:
         raise ValueError("The 'like' parameter of standardise must vary across samples. Got constant features.")

@@ -603,20 +603,20 @@ def _map_variant(
     penalty: str = "ok",
     bias: str = "ok",
 ) -> tuple[Tensor, Tensor]:
-    """The ridge map's (weight (q, p), bias (q,)) with the given mistakes (none: the reference)."""
+    """The ridge map's (weight (d, p), bias (d,)) with the given mistakes (none: the reference)."""
     N, p = S.shape
     lam = {"ok": ridge, "none": 0.0, "times_n": ridge * N, "over_n": ridge / N}[penalty]
     if intercept == "augmented":  # a column of ones, penalised like the weights
         A = torch.cat([S, torch.ones(N, 1, dtype=S.dtype)], dim=1)  # (N, p + 1)
         gram = A.T @ A + lam * torch.eye(p + 1, dtype=S.dtype)  # (p + 1, p + 1)
-        solution = torch.linalg.solve(gram, A.T @ K)  # (p + 1, q)
+        solution = torch.linalg.solve(gram, A.T @ K)  # (p + 1, d)
         return solution[:p].T, solution[p]
     centre = intercept == "centred"
     s_mean = S.mean(dim=0) if centre else torch.zeros(p, dtype=S.dtype)  # (p,)
-    k_mean = K.mean(dim=0) if centre else torch.zeros(K.shape[1], dtype=S.dtype)  # (q,)
+    k_mean = K.mean(dim=0) if centre else torch.zeros(K.shape[1], dtype=S.dtype)  # (d,)
     S_c, K_c = S - s_mean, K - k_mean
     gram = S_c.T @ S_c + lam * torch.eye(p, dtype=S.dtype)  # (p, p)
-    W_t = torch.linalg.solve(gram, S_c.T @ K_c)  # (p, q)
+    W_t = torch.linalg.solve(gram, S_c.T @ K_c)  # (p, d)
     if intercept == "none":
         return W_t.T, torch.zeros(K.shape[1], dtype=S.dtype)
     b = K.mean(dim=0) if bias == "mean" else K.mean(dim=0) - S.mean(dim=0) @ W_t
@@ -652,8 +652,8 @@ def _map_inputs() -> tuple[Tensor, Tensor]:
     """Source (40, 3) and target (40, 2) features with means far from 0, as float64."""
     gen = torch.Generator().manual_seed(3)
     S = torch.randn(40, 3, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64) + 3.0  # (N, p)
-    W = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.0, 2.0]], dtype=torch.float64)  # (q, p)
-    K = S @ W.T + torch.tensor([5.0, -4.0], dtype=torch.float64)  # (N, q)
+    W = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.0, 2.0]], dtype=torch.float64)  # (d, p)
+    K = S @ W.T + torch.tensor([5.0, -4.0], dtype=torch.float64)  # (N, d)
     K = K + 0.5 * torch.randn(K.shape, generator=gen, dtype=torch.float64)
     return S, K
 
@@ -681,9 +681,9 @@ def check_linear_map(fn: Callable[..., Any], *, verbose: bool = True) -> CheckRe
 
     Args:
         fn: the learner's function ``fn(source, target, ridge) -> (weight, bias)``
-            with ``source`` of shape (N, p), ``target`` of shape (N, q), and
-            returning ``weight`` of shape (q, p) (as in :class:`torch.nn.Linear`)
-            and ``bias`` of shape (q,).
+            with ``source`` of shape (N, p), ``target`` of shape (N, d), and
+            returning ``weight`` of shape (d, p) (as in :class:`torch.nn.Linear`)
+            and ``bias`` of shape (d,).
         verbose: print the message (the default).
 
     Returns:
@@ -707,7 +707,7 @@ def check_linear_map(fn: Callable[..., Any], *, verbose: bool = True) -> CheckRe
     """
     _require_callable(fn, "check_linear_map", "fn(source, target, ridge) -> (weight, bias)")
     S, K = _map_inputs()
-    (N, p), q = S.shape, K.shape[1]
+    (N, p), d = S.shape, K.shape[1]
     got: list[tuple[Tensor, Tensor]] = []
     transposed = False
     for ridge in _MAP_RIDGES:
@@ -719,7 +719,7 @@ def check_linear_map(fn: Callable[..., Any], *, verbose: bool = True) -> CheckRe
                 False,
                 f"not yet: your function raised {type(error).__name__}: {error} (called as "
                 f"fn(source, target, ridge={ridge:g}) with source of shape {(N, p)} and "
-                f"target of shape {(N, q)}).",
+                f"target of shape {(N, d)}).",
                 verbose,
             )
         if not (torch.equal(given[0], S) and torch.equal(given[1], K)):
@@ -733,7 +733,7 @@ def check_linear_map(fn: Callable[..., Any], *, verbose: bool = True) -> CheckRe
             return _finish(
                 False,
                 f"not yet: your function returned a {type(out).__name__}; expected a pair "
-                f"(weight, bias) with weight of shape {(q, p)} and bias of shape {(q,)}.",
+                f"(weight, bias) with weight of shape {(d, p)} and bias of shape {(d,)}.",
                 verbose,
             )
         W, b = _as_tensor(out[0]), _as_tensor(out[1])
@@ -744,19 +744,19 @@ def check_linear_map(fn: Callable[..., Any], *, verbose: bool = True) -> CheckRe
                 f"{type(out[0]).__name__} and {type(out[1]).__name__}.",
                 verbose,
             )
-        if W.shape == (p, q):
+        if W.shape == (p, d):
             transposed, W = True, W.T
-        if W.shape != (q, p):
+        if W.shape != (d, p):
             return _finish(
                 False,
-                f"not yet: your weight has shape {tuple(W.shape)}; expected {(q, p)} "
+                f"not yet: your weight has shape {tuple(W.shape)}; expected {(d, p)} "
                 "(target features × source features, as in nn.Linear).",
                 verbose,
             )
-        if b.shape != (q,):
+        if b.shape != (d,):
             return _finish(
                 False,
-                f"not yet: your bias has shape {tuple(b.shape)}; expected {(q,)}, one entry "
+                f"not yet: your bias has shape {tuple(b.shape)}; expected {(d,)}, one entry "
                 "per target feature.",
                 verbose,
             )
@@ -766,7 +766,7 @@ def check_linear_map(fn: Callable[..., Any], *, verbose: bool = True) -> CheckRe
         return all(_close(W, Wv, 1e-6) and _close(b, bv, 1e-6) for (W, b), (Wv, bv) in zip(got, values))
 
     flip = (
-        f"your weight has shape {(p, q)}: it is transposed. Return it as {(q, p)}, "
+        f"your weight has shape {(p, d)}: it is transposed. Return it as {(d, p)}, "
         "target features × source features like nn.Linear's weight (e.g. W_t.T)"
     )
     for combo in _map_candidates():

@@ -177,12 +177,12 @@ def hint_loss(student_features: Tensor, teacher_features: Tensor, mapping: nn.Mo
     the teacher's:
 
     .. math::
-        L_\\text{hint} = \\frac{1}{N q} \\sum_n \\lVert T(s_n) - t_n \\rVert_2^2
+        L_\\text{hint} = \\frac{1}{N d} \\sum_n \\lVert T(s_n) - t_n \\rVert_2^2
 
     Args:
         student_features: of shape (N, p).
-        teacher_features: of shape (N, q).
-        mapping: a module from p to q features, e.g. ``nn.Linear(p, q)``,
+        teacher_features: of shape (N, d).
+        mapping: a module from p to d features, e.g. ``nn.Linear(p, d)``,
             trained together with the student.
 
     Returns:
@@ -191,7 +191,7 @@ def hint_loss(student_features: Tensor, teacher_features: Tensor, mapping: nn.Mo
     check_tensor(student_features, "hint_loss", "student_features", ndim=2)
     check_tensor(teacher_features, "hint_loss", "teacher_features", ndim=2)
     check_same_rows(student_features, teacher_features, "hint_loss", ("student_features", "teacher_features"))
-    mapped = mapping(student_features)  # (N, q)
+    mapped = mapping(student_features)  # (N, d)
     if mapped.shape != teacher_features.shape:
         raise ValueError(
             "The 'mapping' parameter of hint_loss must map the student's features to the "
@@ -215,7 +215,7 @@ class TransferObjective(nn.Module):
 
     Args:
         teacher_logits: of shape (N, C), row n for training sample n.
-        teacher_features: of shape (N, q), row n for training sample n.
+        teacher_features: of shape (N, d), row n for training sample n.
         mapping: the learned map from the student's features to the teacher's,
             required with ``teacher_features``; trained with the student.
         alpha: weight of the labels (the target's own knowledge), in [0, 1].

@@ -32,7 +32,7 @@ __all__ = ["LinearMap", "match_weights", "net2wider", "permute_hidden"]
 class LinearMap:
     """A linear map ``T(x) = x W^T + b`` between two feature spaces, fitted in closed form.
 
-    Given source features ``S`` (N, p) and target features ``K`` (N, q) of the
+    Given source features ``S`` (N, p) and target features ``K`` (N, d) of the
     same N samples, ``fit`` solves the (ridge) least-squares problem
 
     .. math::
@@ -53,8 +53,8 @@ class LinearMap:
         fit_intercept: learn the bias ``b``; if False, ``b = 0``.
 
     Attributes:
-        weight_: of shape (q, p), as in :class:`torch.nn.Linear`.
-        bias_: of shape (q,).
+        weight_: of shape (d, p), as in :class:`torch.nn.Linear`.
+        bias_: of shape (d,).
 
     Example:
         >>> S = torch.randn(50, 3)
@@ -83,7 +83,7 @@ class LinearMap:
 
         Args:
             source: source features of shape (N, p).
-            target: target features of shape (N, q), the same samples in the same order.
+            target: target features of shape (N, d), the same samples in the same order.
 
         Returns:
             ``self``, fitted.
@@ -91,20 +91,20 @@ class LinearMap:
         self._check_input(source, target, "fit")
         check_non_negative(self.ridge, "LinearMap", "ridge")
         S = source.detach().double().cpu()  # (N, p)
-        K = target.detach().double().cpu()  # (N, q)
+        K = target.detach().double().cpu()  # (N, d)
         if self.fit_intercept:
-            s_mean, k_mean = S.mean(dim=0), K.mean(dim=0)  # (p,), (q,)
+            s_mean, k_mean = S.mean(dim=0), K.mean(dim=0)  # (p,), (d,)
         else:
             s_mean = torch.zeros(S.shape[1], dtype=S.dtype)
             k_mean = torch.zeros(K.shape[1], dtype=K.dtype)
         S_c, K_c = S - s_mean, K - k_mean
         if self.ridge > 0:
             gram = S_c.T @ S_c + self.ridge * torch.eye(S.shape[1], dtype=S.dtype)  # (p, p)
-            W_t = torch.linalg.solve(gram, S_c.T @ K_c)  # (p, q)
+            W_t = torch.linalg.solve(gram, S_c.T @ K_c)  # (p, d)
         else:
-            W_t = torch.linalg.lstsq(S_c, K_c, driver="gelsd").solution  # (p, q)
-        self.weight_ = W_t.T.to(source.dtype)  # (q, p)
-        self.bias_ = (k_mean - s_mean @ W_t).to(source.dtype)  # (q,)
+            W_t = torch.linalg.lstsq(S_c, K_c, driver="gelsd").solution  # (p, d)
+        self.weight_ = W_t.T.to(source.dtype)  # (d, p)
+        self.bias_ = (k_mean - s_mean @ W_t).to(source.dtype)  # (d,)
         self.n_features_in_ = S.shape[1]
         return self
 
@@ -118,7 +118,7 @@ class LinearMap:
         """Map source features: ``source @ weight_.T + bias_``.
 
         Shape:
-            - source: (N, p). Output: (N, q).
+            - source: (N, p). Output: (N, d).
         """
         self._check_fitted("transform")
         self._check_input(source, None, "transform")
@@ -132,7 +132,7 @@ class LinearMap:
     def score(self, source: Tensor, target: Tensor) -> float:
         """Coefficient of determination R² of the mapped source against the target.
 
-        Variance-weighted over the q target dimensions (so a constant, "dead"
+        Variance-weighted over the d target dimensions (so a constant, "dead"
         feature neither helps nor breaks the score):
 
         .. math::
@@ -153,8 +153,8 @@ class LinearMap:
     def to_module(self) -> nn.Linear:
         """The fitted map as a :class:`torch.nn.Linear`, e.g. to initialise a learned map."""
         self._check_fitted("to_module")
-        q, p = self.weight_.shape
-        layer = nn.Linear(p, q)
+        d, p = self.weight_.shape
+        layer = nn.Linear(p, d)
         with torch.no_grad():
             layer.weight.copy_(self.weight_)
             layer.bias.copy_(self.bias_)
