@@ -19,10 +19,11 @@ N processes on one machine (gloo on CPUs, nccl on GPUs)::
 
     torchrun --standalone --nproc_per_node=2 benchmarks/distill_distributed.py
 
-Several machines (run on every node; NODE_RANK = 0 .. NNODES-1, and
-HOST:PORT a reachable address of node 0, the rendezvous endpoint)::
+Several machines: the same command on every machine, with HOST:PORT the
+address of any one of them, which hosts the c10d rendezvous; the rendezvous
+assigns each machine its rank, so no --node_rank is given::
 
-    torchrun --nnodes=2 --node_rank=NODE_RANK --nproc_per_node=4 \\
+    torchrun --nnodes=2 --nproc_per_node=4 \\
         --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 --rdzv_id=kt-book \\
         benchmarks/distill_distributed.py
 

@@ -46,6 +46,7 @@ __all__ = [
     "FRACTIONS",
     "HIDDEN_CLASS",
     "AUGMENTED_EPOCHS",
+    "PACKAGED_RESULTS_PATH",
     "RESULTS_PATH",
     "CaseStudyConfig",
     "LiveTeacherObjective",
@@ -57,6 +58,7 @@ __all__ = [
     "epoch_costs",
     "error_rate",
     "load_results",
+    "packaged_results_file",
     "new_student",
     "run_benchmark",
     "run_seed",
@@ -705,6 +707,9 @@ HIDDEN_CLASS = 3
 AUGMENTED_EPOCHS = 10
 #: Where the benchmark writes its results, relative to the book's root.
 RESULTS_PATH = "benchmarks/results/case_study.json"
+#: The copy of those results shipped inside the package (relative to it), so
+#: that a notebook on Colab, where only the package is installed, reads them too.
+PACKAGED_RESULTS_PATH = "results/case_study.json"
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -866,12 +871,13 @@ def load_results(path: str | None = None) -> dict | None:
     """The benchmark's stored results, or None when they are not there.
 
     Args:
-        path: the JSON file; default :data:`RESULTS_PATH` in the book's
-            repository, found upwards from the working directory.
+        path: the JSON file. By default :data:`RESULTS_PATH` in the book's
+            repository, found upwards from the working directory, and else
+            the copy shipped in the package (:data:`PACKAGED_RESULTS_PATH`),
+            which is what a notebook on Colab reads.
 
     Returns:
-        The dict written by ``benchmarks/case_study.py``, or None (e.g. on
-        Colab, where only the package is installed).
+        The dict written by ``benchmarks/case_study.py``, or None.
     """
     import json
     from pathlib import Path
@@ -882,9 +888,16 @@ def load_results(path: str | None = None) -> dict | None:
         try:
             file = find_book_root() / RESULTS_PATH
         except ValueError:
-            return None
+            file = packaged_results_file()
     else:
         file = Path(path)
     if not file.is_file():
         return None
     return json.loads(file.read_text())
+
+
+def packaged_results_file():  # -> pathlib.Path
+    """Where the package's copy of the benchmark's results lies (it may be missing)."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent / PACKAGED_RESULTS_PATH

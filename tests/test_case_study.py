@@ -183,6 +183,28 @@ def test_as_percent_formats_columns():
         cs.as_percent(frame, ["accuracy"])
 
 
+def test_the_package_ships_the_benchmarks_results_unchanged():
+    """Colab installs only the package: its copy must be the benchmark's file, byte for byte
+    (benchmarks/case_study.py writes both)."""
+    stored = ROOT / cs.RESULTS_PATH
+    packaged = cs.packaged_results_file()
+    assert packaged.is_file(), f"{packaged} is missing: re-run benchmarks/case_study.py"
+    assert packaged.read_bytes() == stored.read_bytes(), (
+        f"{packaged} differs from {stored}: re-run benchmarks/case_study.py, which writes both"
+    )
+    import tomllib
+
+    data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "results/*.json" in data_files["kt_helpers"], "pyproject.toml does not ship the results"
+
+
+def test_load_results_outside_the_repository_reads_the_packaged_copy(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no _config.yml/_toc.yml above: as on Colab
+    assert cs.load_results() == json.loads(cs.packaged_results_file().read_text())
+    monkeypatch.setattr(cs, "PACKAGED_RESULTS_PATH", "results/missing.json")
+    assert cs.load_results() is None
+
+
 def test_load_results(tmp_path):
     assert cs.load_results(str(tmp_path / "missing.json")) is None
     path = tmp_path / "results.json"

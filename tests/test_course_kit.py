@@ -282,6 +282,11 @@ def test_setup_cell_installs_kt_helpers_and_keeps_the_existing_torch(tmp_path):
     where = subprocess.run([python, "-c", "import kt_helpers; print(kt_helpers.__file__)"],
                            check=True, capture_output=True, text=True, cwd=outside).stdout
     assert str(venv) in where
+    # Chapter 4 reads the case study's results from the installed package: there is no repository here.
+    read = subprocess.run([python, "-c", "from kt_helpers import case_study as cs; print(cs.load_results()['seeds'])"],
+                          check=True, capture_output=True, text=True, cwd=outside).stdout
+    expected = yaml.safe_load((ROOT / "benchmarks" / "results" / "case_study.json").read_text())["seeds"]
+    assert read.strip() == str(expected), "the installed package does not ship the case study's results"
     # Running the setup cell again does nothing: kt_helpers is found.
     again = subprocess.run([python, "-c", setup + "\nprint('ok')"], check=True, capture_output=True, text=True, cwd=outside)
     assert again.stdout.strip() == "ok"

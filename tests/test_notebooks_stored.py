@@ -98,3 +98,59 @@ def test_run_time_sentence_is_the_measured_one(path):
     if rel in times:
         stated = int(re.search(r"\*\*Run time:\*\* (\d+) s", found[0].group(0)).group(1))
         assert stated == max(1, round(times[rel])), f"{rel}: states {stated} s, measured {times[rel]} s"
+
+
+# --- figures: captioned, named, numbered and referred to -------------------------------------
+
+FIGURE_NAME = re.compile(r"fig-[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def _figure_cells():
+    """``(notebook, cell index, cell)`` of every code cell whose outputs hold an image."""
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code" and any(
+                "image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {})
+                for o in cell.get("outputs", [])
+            ):
+                yield path, i, cell
+
+
+def test_every_figure_has_a_caption_and_a_name():
+    """myst-nb makes a cell's image a numbered figure (Fig. N.M) from its metadata
+    ``mystnb.figure`` {caption, name}; the prose refers to it with {numref}."""
+    failures, names = [], {}
+    figures = list(_figure_cells())
+    assert figures, "the book has no figure"
+    for path, i, cell in figures:
+        where = f"{path.relative_to(ROOT)} cell {i}"
+        displays = [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
+        figure = cell.metadata.get("mystnb", {}).get("figure", {})
+        if len(displays) != 1:
+            failures.append(f"{where}: {len(displays)} display outputs; one figure per cell")
+        if not str(figure.get("caption", "")).strip():
+            failures.append(f"{where}: no caption (metadata mystnb.figure.caption)")
+        name = str(figure.get("name", ""))
+        if not FIGURE_NAME.fullmatch(name):
+            failures.append(f"{where}: name {name!r} is not of the form fig-chN-what")
+        elif name in names:
+            failures.append(f"{where}: name {name} is also used by {names[name]}")
+        names[name] = where
+    assert not failures, "\n".join(failures)
+
+
+def test_every_figure_is_referred_to_in_the_text():
+    text = []
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        text += [c.source for c in nb.cells if c.cell_type == "markdown"]
+    text += [p.read_text(encoding="utf-8") for p in ROOT.glob("**/*.md")
+             if not {".venv", "_build", "student", ".pytest_cache"} & set(p.relative_to(ROOT).parts)]
+    cited = set(re.findall(r"\{numref\}`(?:[^`<]*<)?(fig-[a-z0-9-]+)>?`", "\n".join(text)))
+    missing = [
+        f"{path.relative_to(ROOT)} cell {i}: {cell.metadata['mystnb']['figure']['name']}"
+        for path, i, cell in _figure_cells()
+        if cell.metadata.get("mystnb", {}).get("figure", {}).get("name") not in cited
+    ]
+    assert not missing, "figures never referred to with {numref}:\n" + "\n".join(missing)

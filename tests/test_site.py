@@ -163,6 +163,28 @@ def test_the_landing_page_names_an_icon_the_site_has(site):
     assert (SITE_DIR / href).is_file(), f"index.html names the icon {href}, which the site does not have"
 
 
+def test_every_figure_of_the_book_is_numbered_on_its_page(site):
+    """Each figure cell (see test_notebooks_stored) becomes <figure> with a caption
+    that starts with its number, "Fig. N.M", on the built page."""
+    import nbformat
+
+    failures = []
+    for html_path, page in NOTEBOOK_PAGES.items():
+        nb = nbformat.read(ROOT / page, as_version=4)
+        names = [c.metadata["mystnb"]["figure"]["name"] for c in nb.cells
+                 if c.cell_type == "code" and c.metadata.get("mystnb", {}).get("figure", {}).get("name")]
+        if not names:
+            continue
+        html = (SITE_DIR / html_path).read_text(encoding="utf-8")
+        for name in names:
+            figure = re.search(rf'<figure[^>]*id="{re.escape(name)}".*?</figure>', html, flags=re.S)
+            if not figure:
+                failures.append(f"{page}: no <figure id={name!r}>")
+            elif not re.search(r'<figcaption>.*?Fig\. \d+\.\d+', figure.group(0), flags=re.S):
+                failures.append(f"{page}: figure {name} has no numbered caption")
+    report(failures, "figures are not numbered")
+
+
 def test_every_notebook_of_the_book_is_a_page(site):
     in_toc = set(NOTEBOOK_PAGES.values())
     failures = [
