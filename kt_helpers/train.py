@@ -305,25 +305,27 @@ def fit(
     # Train on `device`; put the model, the objective and the extra parameters
     # back where they were afterwards.
     extra = list(extra_parameters)
-    homes = [(model, _device_of(model))]
-    if isinstance(objective, nn.Module):
-        homes.append((objective, _device_of(objective)))
-    extra_homes = [(p, p.device) for p in extra]
+    trained = [model, *([objective] if isinstance(objective, nn.Module) else []), *extra]
+    homes = [(thing, _device_of(thing) if isinstance(thing, nn.Module) else thing.device) for thing in trained]
     try:
-        for module, _ in homes:
-            module.to(device)
-        for p, _ in extra_homes:
-            p.data = p.data.to(device)
+        _move([(thing, device) for thing in trained])
         return _fit_on(
             model, X, y, objective, ctx, device, extra, num_epochs=num_epochs, lr=lr,
             batch_size=batch_size, weight_decay=weight_decay, seed=seed, X_val=X_val,
             y_val=y_val, schedule=schedule, progress=progress,
         )
     finally:
-        for module, home in homes:
-            module.to(home)
-        for p, home in extra_homes:
-            p.data = p.data.to(home)
+        _move(homes)
+
+
+def _move(placements: list[tuple[nn.Module | nn.Parameter, torch.device]]) -> None:
+    """Move each module or parameter to its device (a parameter in place, so that
+    an optimiser holding it still does)."""
+    for thing, device in placements:
+        if isinstance(thing, nn.Module):
+            thing.to(device)
+        else:
+            thing.data = thing.data.to(device)
 
 
 def _fit_on(
