@@ -29,9 +29,15 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # for annotations only: pandas is imported where it is used
+    from pathlib import Path
+
+    import pandas as pd
 
 from . import extraction
 from ._validation import check_alpha, check_int, check_non_negative, check_option, check_positive
@@ -410,7 +416,9 @@ def error_rate(model: nn.Module, splits: DigitSplits, split: str = "test") -> fl
     return float((logits.argmax(1) != y).float().mean())
 
 
-def as_percent(frame, columns: Sequence[str] | None = None, *, decimals: int = 1):  # -> DataFrame
+def as_percent(
+    frame: pd.DataFrame | pd.Series, columns: Sequence[str] | None = None, *, decimals: int = 1
+) -> pd.DataFrame | pd.Series:
     """A copy of a table with some columns shown as percentages, for display.
 
     Args:
@@ -488,7 +496,7 @@ def run_study(
     methods: Iterable[str] = METHODS,
     *,
     progress: bool = False,
-):  # -> pandas.DataFrame
+) -> pd.DataFrame:
     """:func:`run_seed` for every seed of ``config``, as one long table.
 
     Returns:
@@ -507,7 +515,7 @@ def run_study(
     return pd.DataFrame(rows)
 
 
-def summarise(results, *, value: str = "test_error"):  # -> pandas.DataFrame
+def summarise(results: pd.DataFrame, *, value: str = "test_error") -> pd.DataFrame:
     """Mean, standard deviation (over seeds, ``ddof=1``), min and max of ``value`` per method.
 
     Args:
@@ -896,7 +904,7 @@ def load_results(path: str | None = None) -> dict | None:
     return json.loads(file.read_text())
 
 
-def packaged_results_file():  # -> pathlib.Path
+def packaged_results_file() -> Path:
     """Where the package's copy of the benchmark's results lies (it may be missing)."""
     from pathlib import Path
 

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # for annotations only
+    import pandas as pd
 
 from ._validation import (
     check_alpha,
@@ -327,7 +330,7 @@ def interpolation_curve(
     X: Tensor,
     y: Tensor,
     alphas: Sequence[float] | None = None,
-):  # -> pandas.DataFrame
+) -> pd.DataFrame:
     """Loss and accuracy along the straight line between two networks' weights.
 
     For each α, evaluates ``interpolate(model_target, model_mapped, α)`` on

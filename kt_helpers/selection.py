@@ -11,9 +11,13 @@ Introduced in chapter 2.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # for annotations only
+    import pandas as pd
 
 from ._validation import check_labels, check_same_rows, check_tensor
 from .metrics import accuracy, agreement, expected_calibration_error
@@ -22,7 +26,9 @@ from .train import predict_logits
 __all__ = ["agreement_matrix", "compare_sources", "select_source"]
 
 
-def compare_sources(models: Mapping[str, nn.Module], X: Tensor, y: Tensor, *, n_bins: int = 15):
+def compare_sources(
+    models: Mapping[str, nn.Module], X: Tensor, y: Tensor, *, n_bins: int = 15
+) -> pd.DataFrame:
     """Score candidate source models on held-out data.
 
     Args:
@@ -61,7 +67,7 @@ def compare_sources(models: Mapping[str, nn.Module], X: Tensor, y: Tensor, *, n_
     return pd.DataFrame(rows).set_index("model")
 
 
-def agreement_matrix(models: Mapping[str, nn.Module], X: Tensor):
+def agreement_matrix(models: Mapping[str, nn.Module], X: Tensor) -> pd.DataFrame:
     """Pairwise agreement (fraction of equal predictions) between candidate models.
 
     Returns:
@@ -77,7 +83,7 @@ def agreement_matrix(models: Mapping[str, nn.Module], X: Tensor):
     )
 
 
-def select_source(table, *, by: str = "accuracy", tie_break: str = "ece"):
+def select_source(table: pd.DataFrame, *, by: str = "accuracy", tie_break: str = "ece") -> str:
     """Name of the best candidate in a :func:`compare_sources` table.
 
     Higher is better for ``accuracy`` and ``mean_agreement``; lower is better

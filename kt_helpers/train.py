@@ -23,11 +23,15 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # for annotations only
+    import pandas as pd
 
 from ._validation import check_int, check_labels, check_positive, check_same_rows, check_tensor
 
@@ -196,7 +200,7 @@ class History:
     train_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
 
-    def to_frame(self):  # -> pandas.DataFrame
+    def to_frame(self) -> pd.DataFrame:
         """The history as a :class:`pandas.DataFrame`, one row per epoch."""
         import pandas as pd
 

@@ -22,13 +22,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
+
+if TYPE_CHECKING:  # for annotations only: ipywidgets is imported where it is used
+    import ipywidgets
 
 from . import plots
 from ._validation import check_alpha, check_positive, check_tensor
@@ -201,7 +204,7 @@ def _show(figure: Figure) -> None:
     plt.close(figure)
 
 
-def _temperature_slider(value: float, bounds: tuple[float, float]):  # -> ipywidgets.FloatLogSlider
+def _temperature_slider(value: float, bounds: tuple[float, float]) -> ipywidgets.FloatLogSlider:
     """A logarithmic temperature slider over ``bounds``, updating on release."""
     import ipywidgets
 
@@ -225,7 +228,7 @@ def temperature_explorer(
     reference: float = 1.0,
     log: bool = False,
     title: str | None = None,
-):  # -> ipywidgets.interactive
+) -> ipywidgets.interactive:
     """A slider over the temperature T showing one sample's soft labels at T and at ``reference``.
 
     Built from :func:`temperature_probabilities` and
@@ -270,7 +273,7 @@ def alpha_explorer(
     temperature: float = 4.0,
     temperatures: tuple[float, float] = (0.5, 20.0),
     title: str | None = None,
-):  # -> ipywidgets.interactive
+) -> ipywidgets.interactive:
     """Sliders over α and T showing the fused target α·one-hot + (1 − α)·teacher soft labels.
 
     Built from :func:`fused_targets` and :func:`kt_helpers.plots.plot_probabilities`;
