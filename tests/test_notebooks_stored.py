@@ -154,3 +154,31 @@ def test_every_figure_is_referred_to_in_the_text():
         if cell.metadata.get("mystnb", {}).get("figure", {}).get("name") not in cited
     ]
     assert not missing, "figures never referred to with {numref}:\n" + "\n".join(missing)
+
+
+# --- what nbval does not compare ---------------------------------------------------------------
+
+
+def _sanitize(text: str) -> str:
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "tests" / "nbval_sanitize.cfg", encoding="utf-8")
+    for section in config.sections():
+        text = re.sub(config[section]["regex"], config[section]["replace"], text)
+    return text
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("one epoch: 81 ms", "one epoch: TIME"),
+        ("teacher 15.158 ms, student 0.070 ms", "teacher TIME, student TIME"),
+        ("total CPU run time of the notebooks: 382 s, longest: 43 s", "total CPU run time of the notebooks: TIME, longest: TIME"),
+        ("3s in the labelled set: 0", "3s in the labelled set: 0"),  # the digit, not a time
+        ("accuracy on 3s", "accuracy on 3s"),
+        ("test error 2.1%, 5 seeds", "test error 2.1%, 5 seeds"),
+    ],
+)
+def test_nbval_masks_measured_times_and_nothing_else(text, expected):
+    assert _sanitize(text) == expected
