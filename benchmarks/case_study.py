@@ -37,6 +37,7 @@ NAMES = {
     "teacher": "CNN teacher (all labels)",
     "labelled": "RNN, labelled set alone",
     "kd": "RNN + KD (soft labels)",
+    "pseudo_labels": "RNN + teacher's labels (argmax)",
     "hint": "RNN + hint (features)",
     "kd+hint": "RNN + KD + hint",
     "all_labels": "RNN, all labels",

@@ -81,7 +81,9 @@ __all__ = [
 #: ``"labelled"`` labels alone (a), ``"kd"`` the teacher's soft labels (b),
 #: ``"hint"`` a feature hint through a learned linear map (c), ``"kd+hint"`` both
 #: (d), and ``"all_labels"`` the reference trained on every training label.
-METHODS = ("labelled", "kd", "hint", "kd+hint", "all_labels")
+METHODS = ("labelled", "kd", "pseudo_labels", "hint", "kd+hint", "all_labels")
+
+_TEACHER_METHODS = ("kd", "pseudo_labels", "hint", "kd+hint")
 
 #: The layer of :class:`~kt_helpers.models.DigitCNN` whose output are its penultimate features.
 TEACHER_FEATURE_LAYER = "body.relu3"
@@ -342,7 +344,11 @@ def train_student(
             labelled + transfer set), ``"hint"`` (α·CE + (1 − α)·β·hint through a
             learned linear map to the teacher's penultimate features, with
             α = ``config.hint_alpha``), ``"kd+hint"`` (both transferred terms)
-            or ``"all_labels"`` (cross-entropy on every training label).
+            or ``"all_labels"`` (cross-entropy on every training label);
+            ``"pseudo_labels"``, the control of ``"kd"``: the same images,
+            schedule and initial weights, but cross-entropy on the teacher's
+            predicted class (its argmax) instead of its soft labels, so that it
+            learns the teacher's labels without the rest of its distribution.
         splits: the data.
         config: the settings.
         seed: seed of the student's initial weights and of the batch order.
@@ -355,7 +361,7 @@ def train_student(
         A :class:`StudentRun`.
     """
     check_option(method, "train_student", "method", METHODS)
-    needs_teacher = method in ("kd", "hint", "kd+hint")
+    needs_teacher = method in _TEACHER_METHODS
     if needs_teacher and teacher is None:
         raise ValueError(
             f"The 'teacher' parameter of train_student is required for method {method!r}. Got None."
@@ -374,6 +380,11 @@ def train_student(
         return StudentRun(method, student, None, history)
 
     X, y = transfer_set(splits, augment=config.augment)
+    if method == "pseudo_labels":
+        # The teacher labels every training image with its top class; no label of the split is used.
+        pseudo = extraction.logits(teacher, X).argmax(dim=1)  # (N,)
+        history = fit(student, X, pseudo, num_epochs=config.transfer_epochs, lr=config.transfer_lr, **common)
+        return StudentRun(method, student, None, history)
     # Step 2, extraction: the teacher runs once over the training set; its knowledge is cached.
     teacher_logits = extraction.logits(teacher, X) if method in ("kd", "kd+hint") else None  # (N, 10)
     teacher_features = None
@@ -473,7 +484,7 @@ def run_seed(
     """
     methods = [check_option(m, "run_seed", "methods", METHODS) for m in methods]
     splits = splits or make_splits(config.label_fraction, seed=seed)
-    needs_teacher = any(m in ("kd", "hint", "kd+hint") for m in methods)
+    needs_teacher = any(m in _TEACHER_METHODS for m in methods)
     rows = []
     if teacher is None and needs_teacher:
         teacher = train_teacher(splits, config, seed=seed)
@@ -839,6 +850,10 @@ def run_benchmark(
             "distilled_error": f"the RNN trained by distillation (method {HEADLINE!r}): alpha * CE on "
                                "the labelled images + (1 - alpha) * T^2 * KL to the CNN teacher's "
                                "cached logits, on labelled + transfer images.",
+            "pseudo_labels": "the control of the distilled student: the same images, epochs, learning "
+                             "rate, initial weights and batch order, trained with cross-entropy on "
+                             "the teacher's predicted class (argmax of its logits) for every "
+                             "training image instead of its soft labels; no label of the split.",
             "relative_error_reduction": "1 - distilled_error / student_error, both means over seeds; "
                                         "relative_error_reduction_per_seed gives it seed by seed.",
             "full_label_student_error": "the same RNN trained with cross-entropy on every training "

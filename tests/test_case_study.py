@@ -407,3 +407,17 @@ def test_stored_benchmark_results_have_the_expected_keys():
     _check_results(results)
     assert results["label_fraction"] == 0.1
     assert results["num_seeds"] >= 5
+
+
+def test_the_pseudo_label_student_learns_the_teachers_argmax_with_the_kd_recipe(splits, tiny, teacher):
+    """The control of "kd": the same images, schedule and initial weights; the targets are
+    the teacher's top classes, so a student fitted by hand on them is the same student."""
+    run = cs.train_student("pseudo_labels", splits, tiny, seed=3, teacher=teacher)
+    X, _ = cs.transfer_set(splits)
+    by_hand = cs.new_student(tiny, seed=3)
+    train.fit(by_hand, X, extraction.logits(teacher, X).argmax(dim=1), num_epochs=tiny.transfer_epochs,
+              lr=tiny.transfer_lr, batch_size=tiny.batch_size, seed=3)
+    for (name, a), b in zip(run.model.state_dict().items(), by_hand.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="'teacher' parameter of train_student is required"):
+        cs.train_student("pseudo_labels", splits, tiny, seed=0)
