@@ -79,8 +79,10 @@ __all__ = [
 
 #: The ways of training the RNN student, in the order of the tables:
 #: ``"labelled"`` labels alone (a), ``"kd"`` the teacher's soft labels (b),
-#: ``"hint"`` a feature hint through a learned linear map (c), ``"kd+hint"`` both
-#: (d), and ``"all_labels"`` the reference trained on every training label.
+#: ``"pseudo_labels"`` the control of (b), the teacher's top class instead of its
+#: soft labels (b′), ``"hint"`` a feature hint through a learned linear map (c),
+#: ``"kd+hint"`` both (d), and ``"all_labels"`` the reference trained on every
+#: training label.
 METHODS = ("labelled", "kd", "pseudo_labels", "hint", "kd+hint", "all_labels")
 
 _TEACHER_METHODS = ("kd", "pseudo_labels", "hint", "kd+hint")

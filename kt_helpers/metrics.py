@@ -215,7 +215,7 @@ def loss_barrier(losses: Sequence[float], alphas: Sequence[float]) -> float:
 def r2_score(prediction: Tensor, target: Tensor) -> float:
     """Coefficient of determination R² of a prediction of ``target``.
 
-    Variance-weighted over the q target dimensions, so a constant ("dead")
+    Variance-weighted over the d target dimensions, so a constant ("dead")
     feature neither helps nor breaks the score, and computed in float64:
 
     .. math::
@@ -227,7 +227,7 @@ def r2_score(prediction: Tensor, target: Tensor) -> float:
     as an ``nn.Linear`` learned during training (chapter 4).
 
     Args:
-        prediction: the predicted representation, shape (N, q) (or (N,)).
+        prediction: the predicted representation, shape (N, d) (or (N,)).
         target: the true one, the same shape.
 
     Returns:
