@@ -11,20 +11,23 @@ knowledge transfer each have a module:
 Around them: :mod:`~kt_helpers.data` (the digits as images and as row
 sequences), :mod:`~kt_helpers.models` (CNN, RNN, MLP), :mod:`~kt_helpers.train`
 (seeding, one training loop, evaluation), :mod:`~kt_helpers.metrics` and
-:mod:`~kt_helpers.plots`.
+:mod:`~kt_helpers.plots`; :mod:`~kt_helpers.reproducibility` (the pinned CPU
+kernels) and :mod:`~kt_helpers.claims` (the prose's claims, checked in code).
 """
 
-from . import data, extraction, fusion, mapping, metrics, models, selection, train
+from . import claims, data, extraction, fusion, mapping, metrics, models, reproducibility, selection, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "claims",
     "data",
     "extraction",
     "fusion",
     "mapping",
     "metrics",
     "models",
+    "reproducibility",
     "selection",
     "train",
     "__version__",

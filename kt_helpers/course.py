@@ -100,7 +100,7 @@ def badge_markdown(url: str, branch: str, notebook_path: str) -> str:
 
 
 def setup_source(url: str, branch: str) -> str:
-    """The setup cell: install ``kt_helpers`` from the repository only when it is missing.
+    """The setup cell: install ``kt_helpers`` when it is missing, then pin the CPU kernels.
 
     ``pip`` is asked for the helper package alone; its dependencies carry
     loose lower bounds, so the torch, numpy and matplotlib that Colab already
@@ -116,7 +116,13 @@ def setup_source(url: str, branch: str) -> str:
         "    subprocess.run(\n"
         f'        [sys.executable, "-m", "pip", "install", "--quiet", "kt-helpers @ git+{url}@{branch}"],\n'
         "        check=True,\n"
-        "    )"
+        "    )\n"
+        "\n"
+        "# Pin the CPU kernels before the first computation, so that this notebook prints\n"
+        "# the book's digits on any x86-64 processor (appendix 'How to run').\n"
+        "from kt_helpers import reproducibility\n"
+        "\n"
+        "_ = reproducibility.pin_cpu_kernels()"
     )
 
 

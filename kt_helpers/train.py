@@ -55,8 +55,8 @@ Objective = Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
 
 
 #: PyTorch's CPU results depend (in the last bits, which training can amplify)
-#: on the number of threads. The book's outputs were computed with at most this
-#: many, the CPU count of the machines that execute and check them.
+#: on the number of threads. The book's outputs were computed with exactly this
+#: many, on every machine (see :mod:`kt_helpers.reproducibility`).
 MAX_THREADS = 2
 
 
@@ -71,9 +71,9 @@ def seed_everything(seed: int = 0, *, num_threads: int | None = None) -> torch.G
 
     Args:
         seed: the seed.
-        num_threads: the number of CPU threads PyTorch uses. By default, the
-            current number capped at :data:`MAX_THREADS`, so that a machine
-            with more cores computes the same numbers as the book's.
+        num_threads: the number of CPU threads PyTorch uses; by default
+            :data:`MAX_THREADS`, whatever the number of cores, so that every
+            machine adds in the same order as the book's.
 
     Returns:
         A :class:`torch.Generator` seeded with ``seed``, for code that wants
@@ -83,10 +83,9 @@ def seed_everything(seed: int = 0, *, num_threads: int | None = None) -> torch.G
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if num_threads is not None:
-        torch.set_num_threads(check_int(num_threads, "seed_everything", "num_threads"))
-    elif torch.get_num_threads() > MAX_THREADS:
-        torch.set_num_threads(MAX_THREADS)
+    if num_threads is None:
+        num_threads = MAX_THREADS
+    torch.set_num_threads(check_int(num_threads, "seed_everything", "num_threads"))
     return torch.Generator().manual_seed(seed)
 
 

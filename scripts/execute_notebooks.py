@@ -8,7 +8,8 @@ For each notebook: regenerate its Colab badge and setup cell from
 kernel with the notebook's folder as working directory, then store it with
 clean metadata — no execution timestamps, no widget state, no Python patch
 version — so that re-running it changes nothing but what the code computes.
-Prints each notebook's run time, writes it into the notebook's own "Run
+Kernels run with the CPU kernels pinned (:mod:`kt_helpers.reproducibility`),
+so the stored digits reproduce on other x86-64 processors. Prints each notebook's run time, writes it into the notebook's own "Run
 time" sentence (``RUN_TIME``), and writes the chapters' times to
 ``benchmarks/results/notebook_times.json``, which the instructors' guide
 (an appendix notebook, re-executed after any chapter) reports.
@@ -30,7 +31,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kt_helpers import course  # noqa: E402
+from kt_helpers import course, reproducibility  # noqa: E402
 
 #: Mime types of live widgets: meaningless on a static page or in a diff.
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    # The kernels inherit this environment: the pinned CPU kernels are in force
+    # from their first computation (kt_helpers.reproducibility).
+    os.environ.update(reproducibility.pinned_env())
     requested = [p.resolve() for p in args.notebooks] or course.notebooks(ROOT)
     # Chapters first; then the appendices, whose pages report the chapters'
     # run times (the instructors' guide reads notebook_times.json), so they are
