@@ -179,9 +179,20 @@ def init_distributed(*, timeout_s: float = 60.0) -> DistributedContext:
     local_rank = int(os.environ["LOCAL_RANK"])
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(
-        backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s)
-    )
+    backend = "nccl" if use_cuda else "gloo"
+    timeout = timedelta(seconds=timeout_s)
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and restart != "0":
+        # torchrun restarted the workers (--max-restarts): its store still holds the
+        # addresses the failed workers published, and gloo would try to connect to
+        # them. A key prefix per restart keeps each attempt's keys apart.
+        store = dist.PrefixStore(f"restart-{restart}/", dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(world),
+            is_master=False, timeout=timeout))
+        dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]),
+                                world_size=int(world), timeout=timeout)
+    else:
+        dist.init_process_group(backend=backend, timeout=timeout)
     return distributed_context()
 
 
