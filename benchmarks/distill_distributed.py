@@ -204,6 +204,7 @@ def cache_teacher(teacher: nn.Module, X: Tensor, args: argparse.Namespace,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    reproducibility.pin_cpu_kernels()  # the book's CPU kernels, before the first computation
     ctx = train.init_distributed(timeout_s=args.timeout)
     check_args(args, ctx.world_size)
     splits = data.make_splits(args.label_fraction, seed=args.seed)

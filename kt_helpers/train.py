@@ -274,7 +274,10 @@ def fit(
     over samples, the steps equal those of one process with the same global
     batch and seed, up to floating-point rounding. (With unlabelled samples,
     ``kd_loss`` averages the hard term over each slice's labelled samples, so
-    the two agree only approximately.)
+    the two agree only approximately; :func:`kt_helpers.distributed.exact_kd_loss`
+    and ``benchmarks/distill_distributed.py`` are exact for any α, and train
+    from a ``DataLoader`` with a ``DistributedSampler`` instead of copying the
+    data to every process.)
 
     Returns:
         The :class:`History` of the run.
