@@ -150,6 +150,9 @@ def train_phase(name: str, model: nn.Module, dataset: TensorDataset, loss_fn: di
     path = None if args.checkpoint_dir is None else args.checkpoint_dir / f"{name}.pt"
     state = None if path is None else distributed.load_checkpoint(path)
     start_epoch, losses = 0, []
+    if state is not None and state["sampler"]["seed"] != args.seed:
+        raise ValueError(f"The checkpoint {path} was written with --seed {state['sampler']['seed']}, so its "
+                         f"shuffles differ from this run's. Got --seed {args.seed}; use another --checkpoint-dir.")
     if state is not None:  # resume: the weights, Adam's moments, the schedule, the epoch
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
