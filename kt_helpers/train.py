@@ -56,8 +56,10 @@ Objective = Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
 
 #: PyTorch's CPU results depend (in the last bits, which training can amplify)
 #: on the number of threads. The book's outputs were computed with exactly this
-#: many, on every machine (see :mod:`kt_helpers.reproducibility`).
-MAX_THREADS = 2
+#: many, on every machine (see :mod:`kt_helpers.reproducibility`). One: the
+#: book's models are so small that a second thread mostly adds synchronisation,
+#: and on a busy machine OpenMP's waiting threads make a run several times slower.
+MAX_THREADS = 1
 _threads = MAX_THREADS  # the count seed_everything sets when none is given
 
 
