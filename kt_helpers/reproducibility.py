@@ -27,7 +27,8 @@ are read when each library first computes, so :func:`pin_cpu_kernels` must
 run before the first tensor operation: the execute script and the tests set
 them before they start a kernel, and every notebook's setup cell calls it
 first. A value already in the environment wins, so that the tests can run a
-notebook with other kernels (``ATEN_CPU_CAPABILITY=default``) on purpose.
+notebook with other kernels (``ATEN_CPU_CAPABILITY=default``) on purpose,
+and ``KT_KERNELS=native`` turns the pinning off (to measure what it costs).
 
 Digits still differ on ARM (Apple silicon), on a GPU and with another torch
 version; there, the claims the prose makes (:mod:`kt_helpers.claims`) are
@@ -41,7 +42,7 @@ import platform
 import sys
 from collections.abc import Mapping, MutableMapping
 
-__all__ = ["PINNED_ENV", "cpu_flags", "machine_info", "pin_cpu_kernels", "pinned_env"]
+__all__ = ["PINNED_ENV", "SWITCH", "cpu_flags", "machine_info", "pin_cpu_kernels", "pinned_env"]
 
 #: The environment that pins the CPU kernels (x86-64 only; see the module docstring).
 PINNED_ENV: Mapping[str, str] = {
@@ -51,18 +52,24 @@ PINNED_ENV: Mapping[str, str] = {
 }
 
 
-def _is_x86_64() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64")
+#: Set to ``native`` to leave the kernels to each library (benchmarks compare the two).
+SWITCH = "KT_KERNELS"
+
+
+def _pins(environ: Mapping[str, str]) -> bool:
+    """Whether to pin: on x86-64, unless ``KT_KERNELS=native``."""
+    return platform.machine().lower() in ("x86_64", "amd64") and environ.get(SWITCH) != "native"
 
 
 def pinned_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of ``environ`` (default: ``os.environ``) with the pinned kernels added.
 
     Values already present are kept. On a processor that is not x86-64 the
-    copy is returned unchanged: the variables name x86 instruction sets.
+    copy is returned unchanged (the variables name x86 instruction sets), and
+    so it is with ``KT_KERNELS=native``.
     """
     env = dict(os.environ if environ is None else environ)
-    if _is_x86_64():
+    if _pins(env):
         for key, value in PINNED_ENV.items():
             env.setdefault(key, value)
     return env
@@ -73,10 +80,10 @@ def pin_cpu_kernels(environ: MutableMapping[str, str] | None = None) -> dict[str
 
     Call it before the first tensor operation (every notebook's setup cell
     does). Values already set are kept. Returns the three variables as they
-    now stand (empty on a processor that is not x86-64).
+    now stand (empty on a processor that is not x86-64, or with ``KT_KERNELS=native``).
     """
     env = os.environ if environ is None else environ
-    if not _is_x86_64():
+    if not _pins(env):
         return {}
     for key, value in PINNED_ENV.items():
         env.setdefault(key, value)
