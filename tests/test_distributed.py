@@ -46,31 +46,36 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], processes: int, tmp_path: Path, *launcher: str, timeout: int = 300):
-    out = tmp_path / "result.json"
+def _start(args: list[str], processes: int, tmp_path: Path, *launcher: str) -> subprocess.Popen:
     if processes == 1:
         cmd = [sys.executable, str(SCRIPT)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={processes}", *launcher, str(SCRIPT)]
-    proc = subprocess.run([*cmd, *args, "--out", str(out), "--checkpoint-dir", str(tmp_path / "ckpt")],
-                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=_env())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, json.loads(out.read_text())
+    return subprocess.Popen([*cmd, *args, "--out", str(tmp_path / "result.json"),
+                             "--checkpoint-dir", str(tmp_path / "ckpt")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=_env())
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    results = {}
+    # The three runs start together: they share the cores, and each one's start-up
+    # and rendezvous waits overlap the others' work.
+    started = {}
     for name, processes, extra, launcher in (
         ("one", 1, [], []),
         ("two", 2, [], []),
         ("restarted", 2, ["--fail-after-epoch", "2"], ["--max-restarts=1"]),
     ):
         tmp = tmp_path_factory.mktemp(name)
-        proc, result = _run([*SMALL, *extra], processes, tmp, *launcher)
+        started[name] = (tmp, _start([*SMALL, *extra], processes, tmp, *launcher))
+    results = {}
+    for name, (tmp, proc) in started.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{name}: {stderr[-3000:]}"
         student = distributed.load_checkpoint(tmp / "ckpt" / "student.pt")
-        results[name] = {"proc": proc, "result": result, "weights": student["model"]}
+        results[name] = {"stdout": stdout, "stderr": stderr, "weights": student["model"],
+                         "result": json.loads((tmp / "result.json").read_text())}
     return results
 
 
@@ -81,7 +86,7 @@ def test_two_processes_use_gloo_on_the_cpu(runs):
 
 
 def test_one_and_two_processes_print_the_same_final_test_accuracy(runs):
-    finals = {name: FINAL.findall(runs[name]["proc"].stdout) for name in ("one", "two")}
+    finals = {name: FINAL.findall(runs[name]["stdout"]) for name in ("one", "two")}
     assert len(finals["one"]) == 1 and len(finals["two"]) == 1, finals
     assert finals["one"][0][:2] == finals["two"][0][:2]
 
@@ -102,7 +107,7 @@ def test_every_sample_is_used_exactly_once_per_epoch(runs):
 
 def test_a_run_restarted_by_torchrun_resumes_to_the_same_weights(runs):
     restarted, two = runs["restarted"], runs["two"]
-    assert "simulated failure after the student's epoch 2" in restarted["proc"].stderr
+    assert "simulated failure after the student's epoch 2" in restarted["stderr"]
     assert restarted["result"]["resumed_at_epoch"] == 2
     assert restarted["result"]["student_train_loss"] == two["result"]["student_train_loss"]
     for name, w in two["weights"].items():
