@@ -218,13 +218,15 @@ def write_pinning_cost(result: dict, machine: dict) -> None:
     lines = [
         "| | pinned kernels | the processor's own kernels | ratio |",
         "|---|---|---|---|",
-        f"| {len(rows)} notebooks, one after another | {result['total_seconds']:.0f} s "
+        f"| {'all ' if result['complete'] else ''}{len(rows)} notebooks, one after another "
+        f"| {result['total_seconds']:.0f} s "
         f"| {result['native_total_seconds']:.0f} s | {result['pinned_over_native']:.2f} |",
         f"| per notebook, range of the ratio | | | {min(ratios):.2f} to {max(ratios):.2f} |",
         "",
         f"Measured on {result['measured']} on {machine['cpu_count']} cores of a "
         f"{machine['processor']} (its own kernels: {machine.get('native_cpu_capability', '?')}; "
-        f"torch {machine['torch']}).",
+        f"torch {machine['torch']}). Notebooks: "
+        + ", ".join(f"`{r['notebook']}`" for r in rows) + ".",
     ]
     PINNING_COST.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_notebooks:
         selected = [p.resolve() for p in args.notebooks]
         results["notebooks"] = bench_notebooks(selected, args.timeout, args.compare_kernels)
-        if args.compare_kernels and not selected:
+        if args.compare_kernels:
             write_pinning_cost(results["notebooks"], results["machine"])
         ok &= results["notebooks"]["targets"]["every_notebook_ok"]
         ok &= results["notebooks"]["targets"]["total_ok"] or bool(selected)
