@@ -2,7 +2,7 @@
 
 Three short runs of benchmarks/distill_distributed.py at α = 0.5 (its default):
 1 process, 2 processes under torchrun, and 2 processes that fail after the
-student's epoch 2 and are restarted by torchrun (``--max-restarts=1``), which
+student's epoch 4 and are restarted by torchrun (``--max-restarts=1``), which
 resume from the checkpoint. The 2-process run must print the same final test
 accuracy as the 1-process run, with the same losses to rounding; the restarted
 run must end with exactly the weights of the uninterrupted one. The data
@@ -28,7 +28,7 @@ from kt_helpers import distributed, extraction, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "distill_distributed.py"
-SMALL = ["--teacher-epochs", "2", "--epochs", "4"]
+SMALL = ["--teacher-epochs", "5", "--epochs", "8"]  # as in the appendix
 FINAL = re.compile(r"^final: test_accuracy=(\d\.\d{4}) test_correct=(\d+)/450 world_size=(\d)$", re.M)
 
 
@@ -65,7 +65,7 @@ def runs(tmp_path_factory):
     for name, processes, extra, launcher in (
         ("one", 1, [], []),
         ("two", 2, [], []),
-        ("restarted", 2, ["--fail-after-epoch", "2"], ["--max-restarts=1"]),
+        ("restarted", 2, ["--fail-after-epoch", "4"], ["--max-restarts=1"]),
     ):
         tmp = tmp_path_factory.mktemp(name)
         started[name] = (tmp, _start([*SMALL, *extra], processes, tmp, *launcher))
@@ -95,7 +95,7 @@ def test_the_distributed_run_takes_the_single_process_steps(runs):
     one, two = runs["one"], runs["two"]
     for key in ("teacher_train_loss", "student_train_loss"):
         a, b = torch.tensor(one["result"][key]), torch.tensor(two["result"][key])
-        assert torch.allclose(a, b, rtol=1e-5), f"{key}: {a.tolist()} vs {b.tolist()}"
+        assert torch.allclose(a, b, rtol=1e-4), f"{key}: {a.tolist()} vs {b.tolist()}"
     # Rounding differences (the processes add in another order) reach the weights
     # amplified: Adam divides each step by the gradient's running scale, so a tiny
     # difference in a near-zero gradient changes that weight's step visibly.
@@ -110,8 +110,8 @@ def test_every_sample_is_used_exactly_once_per_epoch(runs):
 
 def test_a_run_restarted_by_torchrun_resumes_to_the_same_weights(runs):
     restarted, two = runs["restarted"], runs["two"]
-    assert "simulated failure after the student's epoch 2" in restarted["stderr"]
-    assert restarted["result"]["resumed_at_epoch"] == 2
+    assert "simulated failure after the student's epoch 4" in restarted["stderr"]
+    assert restarted["result"]["resumed_at_epoch"] == 4
     assert restarted["result"]["student_train_loss"] == two["result"]["student_train_loss"]
     for name, w in two["weights"].items():
         assert torch.equal(restarted["weights"][name], w), name
