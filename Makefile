@@ -10,11 +10,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 HTML   := _build/html
 
-.PHONY: setup book build open serve test execute browser-deps student book-no-solutions clean help
+.PHONY: setup book build open serve test test-claims execute browser-deps student book-no-solutions clean help
 
 help:
 	@echo "make book      build the book into $(HTML) and open it"
 	@echo "make test      run every test (unit, doctests, notebooks under nbval, build, browser)"
+	@echo "make test-claims  re-execute every notebook and check the prose's claims (no digits compared),"
+	@echo "                  with the pinned kernels and with PyTorch's generic ones"
 	@echo "make execute   re-execute every notebook and store its outputs"
 	@echo "make serve     serve the built site on http://localhost:8000"
 	@echo "make student   write student notebooks (no solutions) to student/"
@@ -68,6 +70,13 @@ browser-deps:
 test: $(STAMP) browser-deps build
 	$(PY) -m pytest tests kt_helpers chapters appendices --nbval \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+# The claims the prose makes about results, checked without comparing digits: what must
+# hold on any machine (Apple silicon, a GPU, another torch). Twice: with the book's pinned
+# CPU kernels, and with PyTorch's generic ones (another order of additions).
+test-claims: $(STAMP)
+	$(PY) scripts/check_claims.py --kernels pinned
+	$(PY) scripts/check_claims.py --kernels default
 
 clean:
 	rm -rf _build student
