@@ -56,7 +56,6 @@ __all__ = [
     "UnresolvedReferenceWarning",
     "edition_notebook",
     "preview_html",
-    "stale_files",
     "website_url",
     "write_edition",
 ]
@@ -290,14 +289,17 @@ class Book:
                     for label in pending:
                         self._add(label, Target("section", doc.name, _make_id(label), numtext or None, title))
                     pending = []
-                elif tok.type in ("math_block_label", "fence", "colon_fence", "paragraph_open"):
+                elif tok.type in ("math_block_label", "amsmath", "fence", "colon_fence", "paragraph_open"):
                     for label in pending:  # a label on a paragraph: linked, never numbered
                         self._add(label, Target("paragraph", doc.name, _make_id(label), None, ""))
                     pending = []
                     self._scan_block(tok, doc, counters)
 
     def _scan_block(self, tok, doc: _Doc, counters) -> None:
-        if tok.type == "math_block_label":
+        if tok.type == "amsmath" and tok.meta.get("numbered") != "*":
+            # myst-parser numbers a top-level amsmath environment (with a hidden label)
+            self._next_number(counters, "equation", doc)
+        elif tok.type == "math_block_label":
             number = self._next_number(counters, "equation", doc)
             self._add(tok.info, Target("equation", doc.name, "equation-" + _make_id(tok.info), number, ""))
         elif tok.type in ("fence", "colon_fence") and tok.info.startswith("{"):
@@ -784,23 +786,6 @@ def write_edition(outdir: Path, root: Path | None = None, edition: str = "colab"
         nbformat.write(nb, target)
         report[rel] = counts
     return report
-
-
-def stale_files(committed: Path, root: Path | None = None, edition: str = "colab") -> list[str]:
-    """The files of a committed edition that differ from a fresh one (or are missing, or extra)."""
-    import tempfile
-
-    from kt_helpers import course
-
-    root = Path(root) if root else course.find_book_root()
-    committed = Path(committed)
-    prefix = committed.resolve().relative_to(root.resolve()).as_posix()
-    with tempfile.TemporaryDirectory() as tmp:
-        write_edition(Path(tmp), root, edition, prefix)
-        fresh = {p.relative_to(tmp).as_posix(): p.read_bytes() for p in Path(tmp).rglob("*.ipynb")}
-    old = {p.relative_to(committed).as_posix(): p.read_bytes() for p in committed.rglob("*.ipynb")
-           if ".ipynb_checkpoints" not in p.parts} if committed.is_dir() else {}
-    return sorted(name for name in fresh.keys() | old.keys() if fresh.get(name) != old.get(name))
 
 
 # --------------------------------------------------------------------------- preview

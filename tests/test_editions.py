@@ -99,9 +99,9 @@ def small_book(tmp_path_factory) -> Path:
           - caption: Chapters
             numbered: true
             chapters:
-              - file: ch1
+              - file: chapters/ch1
                 sections:
-                  - file: sub/second
+                  - file: chapters/sub/second
           - caption: Back
             chapters:
               - file: refs
@@ -109,9 +109,9 @@ def small_book(tmp_path_factory) -> Path:
     (root / "intro.md").write_text("# Intro\n")
     (root / "refs.md").write_text("# References\n\n```{bibliography}\n```\n")
     (root / "references.bib").write_text(BIB)
-    (root / "sub").mkdir()
-    nbformat.write(_notebook(CHAPTER_ONE), root / "ch1.ipynb")
-    nbformat.write(_notebook(CHAPTER_TWO), root / "sub" / "second.ipynb")
+    (root / "chapters" / "sub").mkdir(parents=True)
+    nbformat.write(_notebook(CHAPTER_ONE), root / "chapters" / "ch1.ipynb")
+    nbformat.write(_notebook(CHAPTER_TWO), root / "chapters" / "sub" / "second.ipynb")
     return root
 
 
@@ -124,26 +124,26 @@ SITE_URL = "https://example.org/book/"
 
 def test_small_book_colab_rendering(small_book):
     book = editions.Book(small_book)
-    nb, counts = editions.edition_notebook(book, "ch1.ipynb", "colab")
+    nb, counts = editions.edition_notebook(book, "chapters/ch1.ipynb", "colab")
     assert counts == {"exercises": 2, "solutions": 2}
     md = _markdown(nb)
-    assert md[0] == (f"# 1. First chapter\n\nSee [Second]({SITE_URL}sub/second.html) and "
-                     f"[Fig. 1.1]({SITE_URL}ch1.html#fig-one).")
+    assert md[0] == (f"# 1. First chapter\n\nSee [Second]({SITE_URL}chapters/sub/second.html) and "
+                     f"[Fig. 1.1]({SITE_URL}chapters/ch1.html#fig-one).")
     refs = f"{SITE_URL}refs.html"
     assert md[1] == (
         f"## 1.1. A part\n\nText citing Hinton *et al.* [[2015]({refs})] and "
         f"[[Hinton *et al.*, 2015]({refs}), [Ba and Caruana, 2014]({refs})]. The role `{{cite}}` in code stays."
-        f"\n\n$$\na = b\n\\tag{{1.1}}\n$$\n\nBy [(1.1)]({SITE_URL}ch1.html#equation-eq-one)."
+        f"\n\n$$\na = b\n\\tag{{1.1}}\n$$\n\nBy [(1.1)]({SITE_URL}chapters/ch1.html#equation-eq-one)."
     )
     # the figure's number and caption, in a cell of its own under the figure
     figure = nb.cells[3]
     assert figure.cell_type == "markdown" and figure.metadata["tags"] == [editions.CAPTION_TAG]
     assert figure.source == "**Fig. 1.1** A figure with $x$."
-    assert md[3] == (f"> **Careful**\n>\n> Mind [A part]({SITE_URL}ch1.html#sec-one-part).\n\n"
+    assert md[3] == (f"> **Careful**\n>\n> Mind [A part]({SITE_URL}chapters/ch1.html#sec-one-part).\n\n"
                      "> **Note**\n>\n> A note.")
     assert md[4] == (
         "## 1.2. Exercises\n\n### Exercise 1.1 (First)\n\n"
-        f"Do [(1.1)]({SITE_URL}ch1.html#equation-eq-one).\n\n```python\nx = 1\n```\n\n"
+        f"Do [(1.1)]({SITE_URL}chapters/ch1.html#equation-eq-one).\n\n```python\nx = 1\n```\n\n"
         "<details>\n<summary>Solution to Exercise 1.1 (First)</summary>\n\nAnswer with $y$.\n\n</details>\n\n"
         "### Exercise 1.2 (Second)\n\nAgain.\n\n"
         "<details>\n<summary>Solution to Exercise 1.2 (Second)</summary>\n\nNo.\n\n</details>"
@@ -152,21 +152,21 @@ def test_small_book_colab_rendering(small_book):
 
 def test_small_book_numbers_run_on_across_a_chapter_and_its_sections(small_book):
     book = editions.Book(small_book)
-    nb, _ = editions.edition_notebook(book, "sub/second.ipynb", "colab")
+    nb, _ = editions.edition_notebook(book, "chapters/sub/second.ipynb", "colab")
     md = _markdown(nb)
     assert md[0] == (
-        f"# 1.1. Second\n\n## 1.1.1. Inner\n\nBack to [Section 1.1]({SITE_URL}ch1.html#sec-one-part), "
-        f"[Exercise 1.2]({SITE_URL}ch1.html#ex-two), [the part]({SITE_URL}ch1.html#sec-one-part)."
+        f"# 1.1. Second\n\n## 1.1.1. Inner\n\nBack to [Section 1.1]({SITE_URL}chapters/ch1.html#sec-one-part), "
+        f"[Exercise 1.2]({SITE_URL}chapters/ch1.html#ex-two), [the part]({SITE_URL}chapters/ch1.html#sec-one-part)."
     )
     # equations and figures are counted per chapter, on from the chapter's own page
-    assert md[1] == (f"$$\nc = d\n\\tag{{1.2}}\n$$\n\n[(1.2)]({SITE_URL}sub/second.html#equation-eq-two) follows "
-                     f"[(1.1)]({SITE_URL}ch1.html#equation-eq-one); [First chapter]({SITE_URL}ch1.html).")
+    assert md[1] == (f"$$\nc = d\n\\tag{{1.2}}\n$$\n\n[(1.2)]({SITE_URL}chapters/sub/second.html#equation-eq-two) follows "
+                     f"[(1.1)]({SITE_URL}chapters/ch1.html#equation-eq-one); [First chapter]({SITE_URL}chapters/ch1.html).")
     assert md[2] == "**Fig. 1.2** Second figure."
 
 
 def test_small_book_student_copy(small_book):
     book = editions.Book(small_book)
-    nb, counts = editions.edition_notebook(book, "ch1.ipynb", "student")
+    nb, counts = editions.edition_notebook(book, "chapters/ch1.ipynb", "student")
     assert counts == {"exercises": 2, "solutions": 2}
     kinds = [(c.cell_type, c.metadata.get("tags", [])) for c in nb.cells]
     answers = [k for k, c in enumerate(nb.cells) if editions.ANSWER_TAG in c.metadata.get("tags", [])]
@@ -177,7 +177,7 @@ def test_small_book_student_copy(small_book):
     text = "\n".join(_markdown(nb))
     assert "<details>" not in text and "Answer with" not in text and "Solution" not in text
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
-    second, counts = editions.edition_notebook(book, "sub/second.ipynb", "student")
+    second, counts = editions.edition_notebook(book, "chapters/sub/second.ipynb", "student")
     assert counts["solutions"] == 1  # the code cell tagged "solution"
     assert not [c for c in second.cells if "solution" in c.metadata.get("tags", [])]
 
@@ -187,11 +187,11 @@ def test_small_book_unresolved_reference_is_reported_not_left_raw(small_book, tm
 
     root = tmp_path / "book"
     shutil.copytree(small_book, root)
-    nb = nbformat.read(root / "ch1.ipynb", as_version=4)
+    nb = nbformat.read(root / "chapters" / "ch1.ipynb", as_version=4)
     nb.cells[0].source += " Also {numref}`fig-missing`."
-    nbformat.write(nb, root / "ch1.ipynb")
+    nbformat.write(nb, root / "chapters" / "ch1.ipynb")
     with pytest.warns(editions.UnresolvedReferenceWarning, match="fig-missing"):
-        out, _ = editions.edition_notebook(editions.Book(root), "ch1.ipynb", "colab")
+        out, _ = editions.edition_notebook(editions.Book(root), "chapters/ch1.ipynb", "colab")
     assert out.cells[0].source.endswith("Also *fig-missing*.")
 
 
@@ -200,11 +200,11 @@ def test_small_book_refuses_a_directive_it_cannot_render(small_book, tmp_path):
 
     root = tmp_path / "book"
     shutil.copytree(small_book, root)
-    nb = nbformat.read(root / "ch1.ipynb", as_version=4)
+    nb = nbformat.read(root / "chapters" / "ch1.ipynb", as_version=4)
     nb.cells[0].source += "\n\n```{list-table}\n* - a\n```"
-    nbformat.write(nb, root / "ch1.ipynb")
+    nbformat.write(nb, root / "chapters" / "ch1.ipynb")
     with pytest.raises(editions.EditionError, match=r"\{list-table\}"):
-        editions.edition_notebook(editions.Book(root), "ch1.ipynb", "colab")
+        editions.edition_notebook(editions.Book(root), "chapters/ch1.ipynb", "colab")
 
 
 def test_website_url_defaults_to_the_repositorys_github_pages(small_book, tmp_path):
@@ -217,10 +217,23 @@ def test_website_url_defaults_to_the_repositorys_github_pages(small_book, tmp_pa
     assert editions.website_url(small_book) == SITE_URL
 
 
+def test_set_repo_regenerates_the_colab_edition_of_a_fork(small_book, tmp_path):
+    import shutil
+
+    root = tmp_path / "book"
+    shutil.copytree(small_book, root)
+    editions.write_edition(root / "colab", root, "colab")
+    course.set_repository("https://github.com/someone/fork", "spring", root)
+    copy = nbformat.read(root / "colab" / "chapters" / "ch1.ipynb", as_version=4)
+    assert _badge_target(copy) == course.colab_url("https://github.com/someone/fork", "spring", "colab/chapters/ch1.ipynb")
+    setup = [c for c in copy.cells if course.SETUP_TAG in _tags(c)]
+    assert "git+https://github.com/someone/fork@spring" in setup[0].source
+
+
 def test_edition_notebook_validates_its_arguments(small_book):
     book = editions.Book(small_book)
     with pytest.raises(ValueError, match=r"'edition' must be one of \['colab', 'student'\]\. Got 'web'"):
-        editions.edition_notebook(book, "ch1.ipynb", "web")
+        editions.edition_notebook(book, "chapters/ch1.ipynb", "web")
     with pytest.raises(ValueError, match=r"'nope.ipynb' is not a page of _toc.yml"):
         editions.edition_notebook(book, "nope.ipynb", "colab")
 
