@@ -210,12 +210,13 @@ class Book:
         chapter = 0
         multitoc = (self.config.get("html") or {}).get("use_multitoc_numbering", True)
 
-        def walk(entries, prefix, numbered, depth):
-            for k, entry in enumerate(entries, start=1):
+        def walk(entries, prefix, numbered, depth, offset):
+            for k, entry in enumerate(entries, start=1 + offset):
                 name = entry["file"].removesuffix(".ipynb").removesuffix(".md")
                 secnum = (*prefix, k) if numbered and len(prefix) < depth else None
                 yield _Doc(name, self._page_path(name), secnum, depth)
-                yield from walk(entry.get("sections", []), secnum or (), numbered and secnum, depth)
+                yield from walk(entry.get("sections", []), secnum or (), numbered and secnum, depth,
+                                self._subsections(name) if entry.get("sections") else 0)
 
         for part in self.toc.get("parts", [{"chapters": self.toc.get("chapters", [])}]):
             numbered = part.get("numbered", False)
@@ -226,11 +227,37 @@ class Book:
                     chapter += 1
                 secnum = (chapter,) if numbered else None
                 yield _Doc(name, self._page_path(name), secnum, depth)
-                yield from walk(entry.get("sections", []), secnum or (), bool(numbered), depth)
+                yield from walk(entry.get("sections", []), secnum or (), bool(numbered), depth,
+                                self._subsections(name) if entry.get("sections") else 0)
             if not multitoc:
                 chapter = 0
 
     # -- reading a page --------------------------------------------------------------------
+
+    def _subsections(self, name: str) -> int:
+        """How many sections a page has right under its title. Its sub-pages are
+        numbered after them: Sphinx numbers the toctree that sphinx-external-toc
+        appends to the page's last section as more entries of that section."""
+        import nbformat
+
+        path = self._page_path(name)
+        cells = ([nbformat.v4.new_markdown_cell(path.read_text(encoding="utf-8"))] if path.suffix == ".md"
+                 else nbformat.read(path, as_version=4).cells)
+        stack: list[int] = []
+        count = 0
+        for cell in cells:
+            if cell.cell_type != "markdown":
+                continue
+            for tok in self.md.parse(cell.source):
+                if tok.type == "heading_open" and tok.level == 0:
+                    level = int(tok.tag[1])
+                    while len(stack) > 1 and stack[-1] >= level:
+                        stack.pop()
+                    if len(stack) == 1 and level > stack[0]:
+                        count += 1
+                    if not stack or level > stack[-1]:
+                        stack.append(level)
+        return count
 
     def blocks(self, doc: _Doc) -> list[tuple[int, object]]:
         """The page as ``(cell index, cell)`` pairs; a Markdown page is one cell."""

@@ -151,11 +151,14 @@ def test_small_book_colab_rendering(small_book):
 
 
 def test_small_book_numbers_run_on_across_a_chapter_and_its_sections(small_book):
+    """A chapter's sub-pages are numbered after the chapter page's own sections
+    (1.1 "A part", 1.2 "Exercises", so the sub-page is 1.3), as Sphinx numbers
+    them; checked against a Jupyter Book build of this small book."""
     book = editions.Book(small_book)
     nb, _ = editions.edition_notebook(book, "chapters/sub/second.ipynb", "colab")
     md = _markdown(nb)
     assert md[0] == (
-        f"# 1.1. Second\n\n## 1.1.1. Inner\n\nBack to [Section 1.1]({SITE_URL}chapters/ch1.html#sec-one-part), "
+        f"# 1.3. Second\n\n## 1.3.1. Inner\n\nBack to [Section 1.1]({SITE_URL}chapters/ch1.html#sec-one-part), "
         f"[Exercise 1.2]({SITE_URL}chapters/ch1.html#ex-two), [the part]({SITE_URL}chapters/ch1.html#sec-one-part)."
     )
     # equations and figures are counted per chapter, on from the chapter's own page
