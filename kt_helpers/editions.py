@@ -44,7 +44,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 __all__ = [
@@ -134,20 +134,19 @@ class _Doc:
     title: str = ""
     headings: list[str] = field(default_factory=list)  # section numbers, in order ("" when none)
     exercises: list[Target] = field(default_factory=list)
-    figures: dict[str, Target] = field(default_factory=dict)  # by code cell index
+    figures: dict[int, Target] = field(default_factory=dict)  # by code cell index
 
 
-def _markdown_parser():
+def _markdown_parser(extensions: list[str]):
     """myst-parser's markdown-it parser with the book's MyST extensions (``_config.yml``)."""
     from markdown_it.renderer import RendererHTML
     from myst_parser.config.main import MdParserConfig
     from myst_parser.parsers.mdit import create_md_parser
 
-    return lambda extensions: create_md_parser(
-        MdParserConfig(enable_extensions=set(extensions)), RendererHTML
-    )
+    return create_md_parser(MdParserConfig(enable_extensions=set(extensions)), RendererHTML)
 
 
+@lru_cache(maxsize=None)
 def _directive_class(name: str):
     """The class of a directive, for myst-parser's own option parsing."""
     from docutils.parsers.rst.directives import admonitions
@@ -181,7 +180,7 @@ class Book:
         self.config = yaml.safe_load((self.root / "_config.yml").read_text(encoding="utf-8"))
         self.toc = yaml.safe_load((self.root / "_toc.yml").read_text(encoding="utf-8"))
         extensions = (self.config.get("parse") or {}).get("myst_enable_extensions") or []
-        self.md = _markdown_parser()(extensions)
+        self.md = _markdown_parser(extensions)
         self.website = website_url(self.root)
         self.targets: dict[str, Target] = {}
         self._formatted: dict = {}  # pybtex's formatted entries, by key
@@ -519,6 +518,9 @@ def _render_role(name: str, content: str, ctx: _Context) -> str:
             shown = shown.replace("{name}", target.title)
         else:
             shown = text or target.title
+            if not shown:
+                raise EditionError(f"{doc}: {{ref}}`{content}` points at a paragraph: give it a text, "
+                                   f"{{ref}}`text <{label}>`.")
         return f"[{_render_inline_text(shown, ctx)}]({book.url(target.doc, target.anchor)})"
     if name == "math":
         return f"${content}$"
