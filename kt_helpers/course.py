@@ -356,12 +356,15 @@ def write_student_notebooks(outdir: Path, root: Path | None = None, prefix: str 
 
 def no_solutions_config(out: Path, root: Path | None = None) -> Path:
     """Write a copy of ``_config.yml`` that hides every solution (sphinx-exercise
-    ``hide_solutions``), for a student build of the site."""
+    ``hide_solutions``), for a student build of the site, whose launch buttons
+    open the student copies under ``student/``."""
     import yaml
 
     root = root or find_book_root()
     config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
     config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
+    # Its launch buttons open the student copies (``make student``, committed to the fork).
+    config.setdefault("repository", {})["path_to_book"] = "student"
     # Jupyter Book resolves these paths against the folder of the config file,
     # which is no longer the book's root: make them absolute.
     config["bibtex_bibfiles"] = [str((root / b).resolve()) for b in config.get("bibtex_bibfiles", [])]

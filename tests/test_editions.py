@@ -388,6 +388,12 @@ def test_every_badge_and_launch_button_opens_the_colab_copy(fresh):
             url, branch, f"student/{rel}"), rel
 
 
+def test_the_site_without_solutions_launches_the_student_copies(tmp_path):
+    config = yaml.safe_load(course.no_solutions_config(tmp_path / "config.yml", ROOT).read_text())
+    assert config["repository"]["path_to_book"] == editions.EDITIONS["student"]
+    assert config["repository"]["url"] == course.read_repository(ROOT)[0]
+
+
 def test_the_student_command_writes_copies_whose_badges_open_themselves(tmp_path):
     out = tmp_path / "handout"
     result = subprocess.run(
