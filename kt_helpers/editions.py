@@ -648,8 +648,17 @@ def render_markdown(text: str, ctx: _Context) -> str:
     return re.sub(r"\n{3,}", "\n\n", result).strip("\n")
 
 
-def _quote(text: str, title: str) -> str:
-    lines = [f"**{title}**", ""] + (text.split("\n") if text else [])
+def _quote(text: str, title: str, md) -> str:
+    """A block quote with a bold title. Its display maths is written on one line:
+    Jupyter takes the maths out of the Markdown before parsing it, so the ``>``
+    that would begin each line of a longer formula would end up in the TeX."""
+    lines = text.split("\n") if text else []
+    for tok in reversed(md.parse(text)):
+        if tok.type in ("math_block", "math_block_label") and tok.level == 0:
+            start, end = tok.map
+            formula = " ".join(line.strip() for line in tok.content.split("\n") if line.strip())
+            lines[start:end] = [f"$$ {formula} $$"]
+    lines = [f"**{title}**", ""] + lines
     return "\n".join(("> " + line) if line else ">" for line in lines)
 
 
@@ -685,7 +694,7 @@ def _render_directive(tok, ctx: _Context) -> str:
         title = _render_inline_text(args, ctx) if name == "admonition" else ADMONITIONS[name]
         if "dropdown" in options.get("class", []):
             return f"<details>\n<summary>{title}</summary>\n\n{inner}\n\n</details>"
-        return _quote(inner, title or "Note")
+        return _quote(inner, title or "Note", ctx.book.md)
     if name == "rubric":
         return f"**{_render_inline_text(args, ctx)}**"
     if name in ("code-block", "code", "sourcecode"):

@@ -63,7 +63,7 @@ CHAPTER_ONE = [
     "(sec-one-part)=\n## A part\n\nText citing {cite:t}`hinton2015distilling` and {cite}`hinton2015distilling,ba2014deep`."
     " The role `{cite}` in code stays.\n\n$$\na = b\n$$ (eq-one)\n\nBy {eq}`eq-one`.",
     ("code", {"mystnb": {"figure": {"caption": "A figure with $x$.", "name": "fig-one"}}}),
-    ":::{admonition} Careful\n:class: note\nMind {ref}`sec-one-part`.\n:::\n\n```{note}\nA note.\n```",
+    ":::{admonition} Careful\n:class: note\nMind {ref}`sec-one-part`.\n\n$$\nm\n= n\n$$\n:::\n\n```{note}\nA note.\n```",
     "## Exercises\n\n````{exercise} First\n:label: ex-one\n\nDo {eq}`eq-one`.\n\n```python\nx = 1\n```\n````\n\n"
     "```{solution} ex-one\n:class: dropdown\n\nAnswer with $y$.\n```\n\n"
     "```{exercise} Second\n:label: ex-two\n\nAgain.\n```\n\n```{solution} ex-two\n:class: dropdown\n\nNo.\n```",
@@ -139,8 +139,10 @@ def test_small_book_colab_rendering(small_book):
     figure = nb.cells[3]
     assert figure.cell_type == "markdown" and figure.metadata["tags"] == [editions.CAPTION_TAG]
     assert figure.source == "**Fig. 1.1** A figure with $x$."
-    assert md[3] == (f"> **Careful**\n>\n> Mind [A part]({SITE_URL}chapters/ch1.html#sec-one-part).\n\n"
-                     "> **Note**\n>\n> A note.")
+    # (display maths in a block quote on one line: Jupyter would read the ">" of
+    # the next lines as TeX)
+    assert md[3] == (f"> **Careful**\n>\n> Mind [A part]({SITE_URL}chapters/ch1.html#sec-one-part).\n>\n"
+                     "> $$ m = n $$\n\n> **Note**\n>\n> A note.")
     assert md[4] == (
         "## 1.2. Exercises\n\n### Exercise 1.1 (First)\n\n"
         f"Do [(1.1)]({SITE_URL}chapters/ch1.html#equation-eq-one).\n\n```python\nx = 1\n```\n\n"
