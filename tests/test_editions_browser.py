@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - collected as tests.test_editions_brows
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [
     "chapters/03_mathematics/02_fusion_outputs.ipynb",
-    "chapters/03_mathematics/01_mapping.ipynb",
+    "chapters/01_background_and_concepts.ipynb",  # definitions: block quotes with maths
     "chapters/05_applications/03_new_models.ipynb",
 ]
 #: The pages whose screenshots are kept for review.
