@@ -139,13 +139,13 @@ from kt_helpers import data, models, train
 splits = data.make_splits(0.1, seed=0)
 out = []
 for make in (models.DigitCNN, models.RowRNN):
-    train.seed_everything(0, num_threads=2)
+    train.seed_everything(0)
     model = make()
     train.fit(model, splits.X_train[:512], splits.y_train[:512], num_epochs=2)
     out.append(hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()[:16])
 print(torch.backends.cpu.get_cpu_capability(), *out)
 """
-FINGERPRINT = "AVX2 696eeae99cc5f56d d6b212bb11646de7"
+FINGERPRINT = "AVX2 0a68e86b52134915 d6b212bb11646de7"
 
 
 @pytest.mark.skipif(not (X86 and HAS_AVX2), reason="the pinning names x86 AVX2 kernels")
