@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 HTML   := _build/html
 
-.PHONY: setup book build open serve test test-claims execute browser-deps student book-no-solutions clean help
+.PHONY: setup book build open serve test test-claims execute browser-deps colab student book-no-solutions clean help
 
 help:
 	@echo "make book      build the book into $(HTML) and open it"
@@ -19,7 +19,8 @@ help:
 	@echo "                  with the pinned kernels and with PyTorch's generic ones"
 	@echo "make execute   re-execute every notebook and store its outputs"
 	@echo "make serve     serve the built site on http://localhost:8000"
-	@echo "make student   write student notebooks (no solutions) to student/"
+	@echo "make colab     regenerate the Colab edition in colab/ (commit it with the notebooks)"
+	@echo "make student   write student notebooks (no solutions, answer cells) to student/"
 	@echo "make book-no-solutions   build the site without solutions into _build/no-solutions"
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -46,7 +47,15 @@ serve: $(STAMP)
 execute: $(STAMP)
 	$(PY) scripts/execute_notebooks.py
 
+# The Colab edition: every notebook with its MyST markup rendered for Jupyter and
+# Colab, committed under colab/ (badges and launch buttons open it). A test fails
+# when it is stale.
+colab: $(STAMP)
+	rm -rf colab
+	$(PY) -m kt_helpers.course colab colab
+
 student: $(STAMP)
+	rm -rf student
 	$(PY) -m kt_helpers.course student student
 
 # The site without solutions (exercises only), for students: _build/no-solutions/_build/html
