@@ -90,7 +90,7 @@ def disjoint_indices(
     Example:
         >>> idx = disjoint_indices(0)
         >>> {k: len(v) for k, v in idx.items()}
-        {'test': 450, 'val': 203, 'teacher': 543, 'labelled': 57, 'transfer': 544}
+        {'test': 450, 'val': 203, 'teacher': 544, 'labelled': 57, 'transfer': 543}
     """
     func = "disjoint_indices"
     check_int(seed, func, "seed", minimum=0)
@@ -174,7 +174,7 @@ def disjoint_splits(seed: int, **options) -> DisjointSplits:
     Example:
         >>> s = disjoint_splits(0)
         >>> tuple(s.X_teacher.shape), len(s.student(150).y_transfer)
-        ((543, 1, 8, 8), 150)
+        ((544, 1, 8, 8), 150)
     """
     idx = disjoint_indices(seed, **options)
     X, y = load_digits_tensors()
