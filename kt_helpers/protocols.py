@@ -45,6 +45,13 @@ __all__ = [
     "disjoint_splits",
     "epochs_for_steps",
     "one_hot",
+    "mean_entropy",
+    "run_honest",
+    "select_on_validation",
+    "targets_for",
+    "HonestConfig",
+    "HINT_METHODS",
+    "TARGET_METHODS",
     "paired_ci",
     "smoothed_to_entropy",
     "soft_targets",
@@ -189,7 +196,20 @@ def disjoint_splits(seed: int, **options) -> DisjointSplits:
 
 def train_disjoint_teacher(splits: DisjointSplits, *, seed: int, epochs: int = 40, lr: float = 3e-3,
                            batch_size: int = 64) -> DigitCNN:
-    """The CNN teacher trained on its own labelled set only (no image of the student's sets)."""
+    """The CNN teacher of the honest design, trained on its own labelled set only.
+
+    It sees no image of the student's labelled, transfer, validation or test
+    sets (:func:`disjoint_indices`); chapter 4, notebook 6.
+
+    Args:
+        splits: the data (:func:`disjoint_splits`); only ``X_teacher``, ``y_teacher`` are used.
+        seed: seed of the initial weights and of the batch order.
+        epochs, lr, batch_size: the schedule (Adam, cosine-annealed), as for the label-relay teacher.
+
+    Returns:
+        The trained :class:`~kt_helpers.models.DigitCNN`, in evaluation mode.
+    """
+    check_int(epochs, "train_disjoint_teacher", "epochs")
     seed_everything(seed, num_threads=THREADS)
     teacher = DigitCNN()
     fit(teacher, splits.X_teacher, splits.y_teacher, num_epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
@@ -331,11 +351,29 @@ def train_with_targets(
 ) -> RowRNN:
     """Train an RNN student on ``X`` (labels ``y``, ``-1`` where hidden) toward ``targets``.
 
-    The student's initial weights and batch order depend on ``seed`` only, so
-    two calls that differ only in ``targets`` compare the targets. With
-    ``targets=None`` the student trains by cross-entropy on the labelled rows
-    (labels alone; pass only those rows).
+    The student's initial weights and batch order depend on ``seed`` only, and
+    its schedule on ``steps`` only, so two calls that differ only in
+    ``targets`` compare the targets (the controls of chapter 4, notebook 6).
+    With ``targets=None`` the student trains by cross-entropy on the labelled
+    rows (labels alone; pass only those rows).
+
+    Args:
+        X: images of shape (N, 1, 8, 8).
+        y: labels of shape (N,), ``-1`` for a transfer image.
+        targets: of shape (N, C) for :class:`TargetObjective`, or None.
+        seed: seed of the initial weights and the batch order.
+        alpha, temperature: of :class:`TargetObjective`.
+        steps: optimiser steps (:func:`epochs_for_steps` epochs, cosine-annealed ``lr``).
+        lr, batch_size, hidden_size: the rest of the schedule and the student's width.
+
+    Returns:
+        The trained :class:`~kt_helpers.models.RowRNN`.
     """
+    if targets is not None and targets.shape[0] != len(y):
+        raise ValueError(
+            "The 'targets' parameter of train_with_targets must have one row per image of 'X'. "
+            f"Got {targets.shape[0]} rows for {len(y)} images instead."
+        )
     model = _student(seed, hidden_size)
     epochs = epochs_for_steps(len(y), steps, batch_size)
     objective = None if targets is None else TargetObjective(targets, alpha=alpha, temperature=temperature)
@@ -349,9 +387,26 @@ def train_hint(
 ) -> RowRNN:
     """α·CE on the labelled rows + (1 − α)·β·hint toward ``hint_targets`` (N, d) through a learned linear map.
 
+    .. math::
+        L = \\alpha\\,\\mathrm{CE}(z_s, y) + (1-\\alpha)\\,\\beta\\,\\lVert W h_s + b - t \\rVert^2 / d
+
     ``hint_targets`` are standardised first (:func:`kt_helpers.case_study.standardise`):
-    a trained teacher's features, an untrained one's, or the raw pixels, for the controls.
+    a trained teacher's features, an untrained one's, or the raw pixels, for the
+    controls of chapter 4, notebook 6 (FitNets' hint, Romero et al., 2015).
+
+    Args:
+        X, y: as for :func:`train_with_targets`.
+        hint_targets: of shape (N, d), one row per image.
+        seed, alpha, hint_weight (β), steps, lr, batch_size, hidden_size: as for :func:`train_with_targets`.
+
+    Returns:
+        The trained :class:`~kt_helpers.models.RowRNN` (the map is discarded).
     """
+    if hint_targets.ndim != 2 or hint_targets.shape[0] != len(y):
+        raise ValueError(
+            "The 'hint_targets' parameter of train_hint must have shape (N, d), one row per image. "
+            f"Got {tuple(hint_targets.shape)} for {len(y)} images instead."
+        )
     from .case_study import standardise
 
     model = _student(seed, hidden_size)
@@ -454,8 +509,23 @@ def _error(model: nn.Module, X: Tensor, y: Tensor) -> float:
     return float((predict_logits(model, X).argmax(1) != y).float().mean())
 
 
-def _targets(method: str, teacher_logits: Tensor, y_true: Tensor, temperature: float) -> tuple[Tensor, float]:
-    """The target rows and the student's temperature of one method (not labels_alone)."""
+def targets_for(method: str, teacher_logits: Tensor, y_true: Tensor, temperature: float) -> tuple[Tensor, float]:
+    """The targets of one method of :data:`TARGET_METHODS` and the temperature its student matches them at.
+
+    ``"soft"``: softmax(z_t / T), at T; ``"argmax"``: one-hot of the teacher's top class, at 1
+    (cross-entropy); ``"smoothed"``: that one-hot smoothed to the soft targets' mean entropy
+    (:func:`smoothed_to_entropy`), at T; ``"oracle"``: one-hot of ``y_true``, at 1.
+
+    Args:
+        method: one of ``"soft"``, ``"argmax"``, ``"smoothed"``, ``"oracle"``.
+        teacher_logits: of shape (N, C), the teacher's logits on the student's training images.
+        y_true: of shape (N,), their true labels (used by ``"oracle"`` only).
+        temperature: T > 0 of the soft targets.
+
+    Returns:
+        ``(targets, T_student)``: targets of shape (N, C) for :class:`TargetObjective`, and its temperature.
+    """
+    check_positive(temperature, "targets_for", "temperature")
     if method == "soft":
         return soft_targets(teacher_logits, temperature), temperature
     if method == "argmax":
@@ -502,7 +572,7 @@ def _train_method(config: HonestConfig, state: _Seed, method: str, n: int, alpha
         model = train_with_targets(s.X_labelled, s.y_labelled, None, alpha=1.0, **options)
     else:
         X, y, y_true, z = state.data(n)
-        targets, T = _targets(method, z, y_true, temperature)
+        targets, T = targets_for(method, z, y_true, temperature)
         model = train_with_targets(X, y, targets, alpha=alpha, temperature=T, **options)
     row = {"seed": state.seed, "method": method, "transfer_size": 0 if method == "labels_alone" else n,
            "val_error": _error(model, s.X_val, s.y_val), "test_error": _error(model, s.X_test, s.y_test)}
@@ -559,7 +629,7 @@ def _omitted_rows(config: HonestConfig, state: _Seed, alpha: float) -> list[dict
     runs = [("argmax", 1.0)] + [("soft", T) for T in config.omitted_temperatures]
     rows = []
     for method, T in runs:
-        targets, T_student = _targets(method, z, y, T)
+        targets, T_student = targets_for(method, z, y, T)
         model = train_with_targets(X, y, targets, alpha=alpha, temperature=T_student, **options)
         val_logits, test_logits = predict_logits(model, s.X_val), predict_logits(model, s.X_test)
         shift = bias_shift(val_logits, s.y_val, cls)
