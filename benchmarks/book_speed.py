@@ -25,7 +25,10 @@ threads, library versions: :func:`kt_helpers.reproducibility.machine_info`).
 Notebooks run with the book's pinned CPU kernels, as everywhere else;
 ``--compare-kernels`` also runs each one with the kernels the processor
 chooses by itself (``KT_KERNELS=native``), alternating the order, and prints
-the ratio measured in the same run. Exits with 1 when a target is missed or a
+the ratio measured in the same run. A short fixed reference workload (10
+epochs of the book's CNN) is timed before and after the notebooks, and each
+notebook's time is also given as a multiple of it, so that two machines can be
+compared. Exits with 1 when a target is missed or a
 notebook fails, 0 otherwise.
 """
 
@@ -92,6 +95,28 @@ def time_notebook(path: Path, timeout: int) -> tuple[float, str | None]:
     return time.perf_counter() - start, error
 
 
+#: A short fixed workload, timed in a fresh process before and after the notebooks: the
+#: machine's speed in the same run, so that notebook times can be compared across machines
+#: as ratios to it. It trains the book's CNN as the notebooks do (pinned kernels, one thread).
+REFERENCE = r"""
+import time
+t0 = time.perf_counter()
+from kt_helpers import data, models, train
+splits = data.make_splits(1.0, seed=0)
+t1 = time.perf_counter()
+train.seed_everything(0)
+train.fit(models.DigitCNN(), splits.X_train, splits.y_train, num_epochs=10)
+print(time.perf_counter() - t1, t1 - t0)
+"""
+
+
+def reference_seconds() -> dict:
+    """Time :data:`REFERENCE` in a fresh process: training seconds and import seconds."""
+    out = subprocess.run([sys.executable, "-c", REFERENCE], cwd=ROOT, capture_output=True,
+                         text=True, check=True, env=reproducibility.pinned_env()).stdout.split()
+    return {"train_s": round(float(out[0]), 2), "import_s": round(float(out[1]), 2)}
+
+
 def _native_capability() -> str:
     """PyTorch's CPU capability on this processor when nothing is pinned (a fresh process)."""
     env = {k: v for k, v in os.environ.items() if k not in reproducibility.PINNED_ENV}
@@ -126,6 +151,9 @@ def bench_notebooks(selected: list[Path], timeout: int, compare_kernels: bool = 
     print(f"Notebooks ({len(notebooks)}), each in a fresh kernel, target < {NOTEBOOK_TARGET_S:.0f} s:")
     if compare_kernels:
         print("  (pinned kernels | the processor's own kernels | ratio pinned / own)")
+    before = reference_seconds()
+    print(f"  reference workload (10 epochs of the CNN, fresh process): {before['train_s']:.2f} s "
+          f"training, {before['import_s']:.2f} s imports")
     with tempfile.TemporaryDirectory(prefix="kt-speed-") as tmp:
         book = copy_book(Path(tmp))
         for i, original in enumerate(notebooks):
@@ -145,15 +173,23 @@ def bench_notebooks(selected: list[Path], timeout: int, compare_kernels: bool = 
             rows.append(row)
             note = f"  FAILED: {error}" if error else ("" if ok else "  over the target")
             print(f"  {seconds:7.1f} s{extra}  {rel}{note}", flush=True)
+    after = reference_seconds()
+    reference = (before["train_s"] + after["train_s"]) / 2
+    print(f"  reference workload again: {after['train_s']:.2f} s (the machine's speed held "
+          f"within {abs(after['train_s'] - before['train_s']) / reference:.0%} over the run)")
+    for r in rows:
+        r["reference_ratio"] = round(r["seconds"] / reference, 1)
     total = sum(r["seconds"] for r in rows)
     slowest = max(rows, key=lambda r: r["seconds"]) if rows else None
     every_ok = all(r["ok"] for r in rows)
     total_ok = total < TOTAL_TARGET_S
-    print(f"  {total:7.1f} s  all together (target < {TOTAL_TARGET_S:.0f} s)")
+    print(f"  {total:7.1f} s  all together (target < {TOTAL_TARGET_S:.0f} s), "
+          f"{total / reference:.0f} reference workloads")
     result = {
         "measured": datetime.date.today().isoformat(),
         "complete": not selected,
         "kernels": "pinned",
+        "reference_workload": {"before": before, "after": after, "mean_train_s": round(reference, 2)},
         "notebooks": rows,
         "total_seconds": round(total, 1),
         "targets": {
@@ -182,13 +218,15 @@ def write_pinning_cost(result: dict, machine: dict) -> None:
     lines = [
         "| | pinned kernels | the processor's own kernels | ratio |",
         "|---|---|---|---|",
-        f"| {len(rows)} notebooks, one after another | {result['total_seconds']:.0f} s "
+        f"| {'all ' if result['complete'] else ''}{len(rows)} notebooks, one after another "
+        f"| {result['total_seconds']:.0f} s "
         f"| {result['native_total_seconds']:.0f} s | {result['pinned_over_native']:.2f} |",
         f"| per notebook, range of the ratio | | | {min(ratios):.2f} to {max(ratios):.2f} |",
         "",
         f"Measured on {result['measured']} on {machine['cpu_count']} cores of a "
         f"{machine['processor']} (its own kernels: {machine.get('native_cpu_capability', '?')}; "
-        f"torch {machine['torch']}).",
+        f"torch {machine['torch']}). Notebooks: "
+        + ", ".join(f"`{r['notebook']}`" for r in rows) + ".",
     ]
     PINNING_COST.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -266,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_notebooks:
         selected = [p.resolve() for p in args.notebooks]
         results["notebooks"] = bench_notebooks(selected, args.timeout, args.compare_kernels)
-        if args.compare_kernels and not selected:
+        if args.compare_kernels:
             write_pinning_cost(results["notebooks"], results["machine"])
         ok &= results["notebooks"]["targets"]["every_notebook_ok"]
         ok &= results["notebooks"]["targets"]["total_ok"] or bool(selected)

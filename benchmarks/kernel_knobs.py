@@ -8,7 +8,7 @@ that choose CPU kernels, and prints a fingerprint of the final weights (and of
 a NumPy matrix product and sum, for NumPy's own dispatch and OpenBLAS). A
 variable matters on this processor when setting it alone changes a
 fingerprint. ``kt_helpers.reproducibility`` pins those that change the
-weights. Writes ``benchmarks/results/kernel_knobs.json`` with the machine
+weights, and turns oneDNN off (it has no cross-processor reproducible mode). Writes ``benchmarks/results/kernel_knobs.json`` with the machine
 (:func:`kt_helpers.reproducibility.machine_info`) and, for each setting, its
 fingerprints and run time.
 """
@@ -31,6 +31,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "kernel_knobs.json"
 
 PROBE = r"""
 import hashlib
+import os
 import numpy as np
 import torch
 from kt_helpers import data, models, train
@@ -42,6 +43,8 @@ splits = data.make_splits(0.1, seed=0)
 out = {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 for name, make in (("cnn", models.DigitCNN), ("rnn", models.RowRNN)):
     train.seed_everything(0)
+    if os.environ.get("PROBE_ONEDNN") == "off":
+        torch.backends.mkldnn.enabled = False
     model = make()
     train.fit(model, splits.X_train, splits.y_train, num_epochs=3)
     out[name] = digest(p.detach().numpy().tobytes() for p in model.parameters())
@@ -51,23 +54,27 @@ print(repr(out))
 """
 
 #: Each setting: a name and the variables it sets (on top of an environment without any).
+#: KT_KERNELS=native keeps seed_everything from pinning anything itself (it turns oneDNN off).
+NATIVE = {reproducibility.SWITCH: "native"}
 SETTINGS: list[tuple[str, dict[str, str]]] = [
-    ("nothing set (this processor's own kernels)", {}),
-    ("ATEN_CPU_CAPABILITY=avx2", {"ATEN_CPU_CAPABILITY": "avx2"}),
-    ("ATEN_CPU_CAPABILITY=default", {"ATEN_CPU_CAPABILITY": "default"}),
-    ("ONEDNN_MAX_CPU_ISA=AVX2", {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
-    ("MKL_CBWR=AVX2", {"MKL_CBWR": "AVX2"}),
-    ("MKL_CBWR=COMPATIBLE", {"MKL_CBWR": "COMPATIBLE"}),
+    ("nothing set (this processor's own kernels)", NATIVE),
+    ("ATEN_CPU_CAPABILITY=avx2", {**NATIVE, "ATEN_CPU_CAPABILITY": "avx2"}),
+    ("ATEN_CPU_CAPABILITY=default", {**NATIVE, "ATEN_CPU_CAPABILITY": "default"}),
+    ("ONEDNN_MAX_CPU_ISA=AVX2", {**NATIVE, "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    ("oneDNN off (torch.backends.mkldnn.enabled = False)", {**NATIVE, "PROBE_ONEDNN": "off"}),
+    ("MKL_CBWR=AVX2", {**NATIVE, "MKL_CBWR": "AVX2"}),
+    ("MKL_CBWR=COMPATIBLE", {**NATIVE, "MKL_CBWR": "COMPATIBLE"}),
     ("NumPy without AVX-512 (NPY_DISABLE_CPU_FEATURES)",
-     {"NPY_DISABLE_CPU_FEATURES": "AVX512F,AVX512CD,AVX512_SKX,AVX512_CLX,AVX512_CNL,AVX512_ICL"}),
-    ("the book's pinning", dict(reproducibility.PINNED_ENV)),
+     {**NATIVE, "NPY_DISABLE_CPU_FEATURES": "AVX512F,AVX512CD,AVX512_SKX,AVX512_CLX,AVX512_CNL,AVX512_ICL"}),
+    ("the book's pinning (oneDNN off)", dict(reproducibility.PINNED_ENV)),
     ("the book's pinning, two threads", dict(reproducibility.PINNED_ENV)),
 ]
 
 
 def run(env_vars: dict[str, str], *, two_threads: bool = False) -> tuple[dict, float]:
     env = {k: v for k, v in os.environ.items()
-           if k not in reproducibility.PINNED_ENV and k != "NPY_DISABLE_CPU_FEATURES"}
+           if k not in reproducibility.PINNED_ENV
+           and k not in ("NPY_DISABLE_CPU_FEATURES", reproducibility.SWITCH, "PROBE_ONEDNN")}
     env.update(env_vars)
     code = PROBE.replace("seed_everything(0)", "seed_everything(0, num_threads=2)") if two_threads else PROBE
     start = time.perf_counter()
@@ -86,7 +93,7 @@ def main() -> int:
               f"{out['numpy']:12s} {seconds:4.1f} s", flush=True)
     base = rows[0]
     print("\nChanges the weights on this processor (alone):")
-    for row in rows[1:7]:
+    for row in rows[1:8]:
         changed = [k for k in ("cnn", "rnn", "numpy") if row[k] != base[k]]
         print(f"  {row['setting']:58s} {', '.join(changed) or 'nothing'}")
     RESULTS.write_text(json.dumps({"machine": reproducibility.machine_info(), "settings": rows},

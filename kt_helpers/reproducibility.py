@@ -21,8 +21,15 @@ variable                    value           what it pins
 ==========================  ==============  ==============================================
 
 Each of the three changes the weights of a short training run on an AVX-512
-processor (measured in the appendix "How to run"); NumPy's and OpenBLAS's own
-dispatch do not reach any printed number and are left alone. The variables
+processor (``benchmarks/kernel_knobs.py``); NumPy's own dispatch does not reach
+any printed number and is left alone. MKL's ``COMPATIBLE`` branch is
+documented as reproducible on every Intel and compatible processor (for a
+fixed thread count); oneDNN has no such mode (its results are promised only
+on identical hardware, and its blocking follows the processor's cache
+sizes), so convolutions do not use it: :func:`pin_torch_backends` turns
+PyTorch's oneDNN path off (``torch.backends.mkldnn.enabled = False``) and
+convolutions run as PyTorch's own im2col and MKL's pinned matrix products.
+:func:`kt_helpers.train.seed_everything` calls it, with the fixed thread count. The variables
 are read when each library first computes, so :func:`pin_cpu_kernels` must
 run before the first tensor operation: the execute script and the tests set
 them before they start a kernel, and every notebook's setup cell calls it
@@ -42,7 +49,15 @@ import platform
 import sys
 from collections.abc import Mapping, MutableMapping
 
-__all__ = ["PINNED_ENV", "SWITCH", "cpu_flags", "machine_info", "pin_cpu_kernels", "pinned_env"]
+__all__ = [
+    "PINNED_ENV",
+    "SWITCH",
+    "cpu_flags",
+    "machine_info",
+    "pin_cpu_kernels",
+    "pin_torch_backends",
+    "pinned_env",
+]
 
 #: The environment that pins the CPU kernels (x86-64 only; see the module docstring).
 PINNED_ENV: Mapping[str, str] = {
@@ -79,7 +94,8 @@ def pin_cpu_kernels(environ: MutableMapping[str, str] | None = None) -> dict[str
     """Pin the CPU kernels of this process; return the variables that are in force.
 
     Call it before the first tensor operation (every notebook's setup cell
-    does). Values already set are kept. Returns the three variables as they
+    does). Values already set are kept. Pinning ``os.environ`` (the default)
+    also turns oneDNN off (:func:`pin_torch_backends`). Returns the three variables as they
     now stand (empty on a processor that is not x86-64, or with ``KT_KERNELS=native``).
     """
     env = os.environ if environ is None else environ
@@ -87,7 +103,24 @@ def pin_cpu_kernels(environ: MutableMapping[str, str] | None = None) -> dict[str
         return {}
     for key, value in PINNED_ENV.items():
         env.setdefault(key, value)
+    if environ is None:
+        pin_torch_backends()
     return {key: env[key] for key in PINNED_ENV}
+
+
+def pin_torch_backends() -> bool:
+    """Turn PyTorch's oneDNN (mkldnn) path off where the kernels are pinned; return whether it did.
+
+    oneDNN promises identical results only on identical hardware, so the book's
+    convolutions run without it (PyTorch's own im2col and MKL's pinned matrix
+    products). With ``KT_KERNELS=native``, or off x86-64, it is left on.
+    Unlike the environment variables, this can be set at any time.
+    """
+    import torch
+
+    pin = _pins(os.environ)
+    torch.backends.mkldnn.enabled = not pin
+    return pin
 
 
 def cpu_flags() -> list[str]:
@@ -133,6 +166,7 @@ def machine_info() -> dict[str, object]:
         "vector_instructions": cpu_flags(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "pinned_env": {key: os.environ.get(key) for key in PINNED_ENV},
+        "onednn_enabled": torch.backends.mkldnn.enabled,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,

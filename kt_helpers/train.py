@@ -33,6 +33,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:  # for annotations only
     import pandas as pd
 
+from . import reproducibility
 from ._validation import check_int, check_labels, check_positive, check_same_rows, check_tensor
 
 __all__ = [
@@ -68,8 +69,9 @@ def seed_everything(seed: int = 0, *, num_threads: int | None = None) -> torch.G
 
     Every notebook calls this once at the top and again before each model is
     created, so that each experiment starts from the same weights whatever ran
-    before it. On the CPU, PyTorch is then deterministic for a given thread
-    count; printed numbers are rounded so that they reproduce across runs.
+    before it. It also fixes the thread count and keeps convolutions off
+    oneDNN where the kernels are pinned (:mod:`kt_helpers.reproducibility`),
+    so that the same code gives the same bits on any x86-64 processor with AVX2.
     Introduced in chapter 1.
 
     Args:
@@ -91,6 +93,7 @@ def seed_everything(seed: int = 0, *, num_threads: int | None = None) -> torch.G
     if num_threads is not None:
         _threads = check_int(num_threads, "seed_everything", "num_threads")
     torch.set_num_threads(_threads)
+    reproducibility.pin_torch_backends()  # no oneDNN where the kernels are pinned
     return torch.Generator().manual_seed(seed)
 
 
