@@ -399,6 +399,21 @@ def test_benchmark_writes_the_expected_keys(tmp_path):
     results = bench.main(["--tiny", "--output", str(out)])
     _check_results(results)
     assert json.loads(out.read_text()) == results
+    assert results["headline"]["teacher_saw_transfer_labels"] is False
+    assert results["label_relay"]["teacher_saw_transfer_labels"] is True
+    assert results["label_relay"]["distilled_error"] == results["distilled_error"]
+    assert list(results)[:2] == ["headline", "label_relay"] and "processor" in results["machine"]
+
+
+def test_benchmark_part_keeps_the_other_designs_keys(tmp_path):
+    bench = _load_benchmark()
+    out = tmp_path / "case_study.json"
+    out.write_text(json.dumps({"distilled_error": 0.5, "methods": {"pseudo_labels": {"mean": 0.4}},
+                               "headline": {"old": True}}))
+    results = bench.main(["--tiny", "--part", "honest", "--output", str(out)])
+    assert results["distilled_error"] == 0.5  # the label-relay keys are kept
+    assert "old" not in results["headline"]  # the honest ones are replaced
+    assert results["label_relay"]["pseudo_labels_error"] == 0.4
 
 
 @pytest.mark.skipif(not RESULTS.exists(), reason="the benchmark has not been run")
