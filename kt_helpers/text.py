@@ -123,7 +123,7 @@ def load_help_text(fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> T
 
     Example:
         >>> splits = load_help_text()
-        >>> len(splits.train) > 8 * len(splits.test)
+        >>> len(splits.train) > 7 * len(splits.test)
         True
     """
     if (
