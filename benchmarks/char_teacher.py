@@ -11,7 +11,7 @@ kernels are pinned (:mod:`kt_helpers.reproducibility`) and PyTorch runs on one
 thread, so the same Python and torch give the same weights bit for bit.
 
 Writes ``kt_helpers/results/char_teacher.pt`` (float16 weights, the vocabulary
-and the configuration, about 0.35 MB) and ``kt_helpers/results/char_teacher.json``
+and the configuration, about 0.36 MB) and ``kt_helpers/results/char_teacher.json``
 (the configuration, the SHA-256 of the weights and of the training text, the
 held-out bits per character, the run time and the machine), and prints a summary.
 """
