@@ -10,14 +10,17 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 HTML   := _build/html
 
-.PHONY: setup book build open serve test execute browser-deps student book-no-solutions clean help
+.PHONY: setup book build open serve test test-claims execute browser-deps colab student book-no-solutions clean help
 
 help:
 	@echo "make book      build the book into $(HTML) and open it"
 	@echo "make test      run every test (unit, doctests, notebooks under nbval, build, browser)"
+	@echo "make test-claims  re-execute every notebook and check the prose's claims (no digits compared),"
+	@echo "                  with the pinned kernels and with PyTorch's generic ones"
 	@echo "make execute   re-execute every notebook and store its outputs"
 	@echo "make serve     serve the built site on http://localhost:8000"
-	@echo "make student   write student notebooks (no solutions) to student/"
+	@echo "make colab     regenerate the Colab edition in colab/ (commit it with the notebooks)"
+	@echo "make student   write student notebooks (no solutions, answer cells) to student/"
 	@echo "make book-no-solutions   build the site without solutions into _build/no-solutions"
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -44,7 +47,15 @@ serve: $(STAMP)
 execute: $(STAMP)
 	$(PY) scripts/execute_notebooks.py
 
+# The Colab edition: every notebook with its MyST markup rendered for Jupyter and
+# Colab, committed under colab/ (badges and launch buttons open it). A test fails
+# when it is stale.
+colab: $(STAMP)
+	rm -rf colab
+	$(PY) -m kt_helpers.course colab colab
+
 student: $(STAMP)
+	rm -rf student
 	$(PY) -m kt_helpers.course student student
 
 # The site without solutions (exercises only), for students: _build/no-solutions/_build/html
@@ -68,6 +79,13 @@ browser-deps:
 test: $(STAMP) browser-deps build
 	$(PY) -m pytest tests kt_helpers chapters appendices --nbval \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+# The claims the prose makes about results, checked without comparing digits: what must
+# hold on any machine (Apple silicon, a GPU, another torch). Twice: with the book's pinned
+# CPU kernels, and with PyTorch's generic ones (another order of additions).
+test-claims: $(STAMP)
+	$(PY) scripts/check_claims.py --kernels pinned
+	$(PY) scripts/check_claims.py --kernels default
 
 clean:
 	rm -rf _build student

@@ -4,6 +4,7 @@
     python benchmarks/book_speed.py --skip-notebooks  # only the site build
     python benchmarks/book_speed.py --skip-build      # only the notebooks
     python benchmarks/book_speed.py chapters/02_four_steps.ipynb   # some notebooks
+    python benchmarks/book_speed.py --compare-kernels --skip-build   # what pinning costs
 
 Targets, set for the finished book on a 2-core CPU (the foundation issue,
 and CONTRIBUTING.md, rule 9): every notebook runs top to bottom in under
@@ -18,8 +19,17 @@ copy of the book (the notebook's folder is the working directory, as in
 they read stay untouched; its time includes the kernel's start. The build
 writes into a temporary folder. Prints each figure and whether each target
 holds, and writes the figures to ``benchmarks/results/book_speed.json`` (a run
-that skips a part keeps that part's earlier figures). Exits with 1 when a
-target is missed or a notebook fails, 0 otherwise.
+that skips a part keeps that part's earlier figures), with the machine they
+were measured on (processor, vector instructions, torch's CPU capability,
+threads, library versions: :func:`kt_helpers.reproducibility.machine_info`).
+Notebooks run with the book's pinned CPU kernels, as everywhere else;
+``--compare-kernels`` also runs each one with the kernels the processor
+chooses by itself (``KT_KERNELS=native``), alternating the order, and prints
+the ratio measured in the same run. A short fixed reference workload (10
+epochs of the book's CNN) is timed before and after the notebooks, and each
+notebook's time is also given as a multiple of it, so that two machines can be
+compared. Exits with 1 when a target is missed or a
+notebook fails, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -42,9 +52,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from execute_notebooks import notebook_client  # noqa: E402
-from kt_helpers import course  # noqa: E402
+from kt_helpers import course, reproducibility  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "book_speed.json"
+#: The cost of the pinned kernels, as a Markdown table the "How to run" appendix includes.
+PINNING_COST = ROOT / "benchmarks" / "results" / "pinning_cost.md"
 NOTEBOOK_TARGET_S = 60.0
 TOTAL_TARGET_S = 300.0
 BUILD_TARGET_S = 60.0
@@ -83,31 +95,101 @@ def time_notebook(path: Path, timeout: int) -> tuple[float, str | None]:
     return time.perf_counter() - start, error
 
 
-def bench_notebooks(selected: list[Path], timeout: int) -> dict:
+#: A short fixed workload, timed in a fresh process before and after the notebooks: the
+#: machine's speed in the same run, so that notebook times can be compared across machines
+#: as ratios to it. It trains the book's CNN as the notebooks do (pinned kernels, one thread).
+REFERENCE = r"""
+import time
+t0 = time.perf_counter()
+from kt_helpers import data, models, train
+splits = data.make_splits(1.0, seed=0)
+t1 = time.perf_counter()
+train.seed_everything(0)
+train.fit(models.DigitCNN(), splits.X_train, splits.y_train, num_epochs=10)
+print(time.perf_counter() - t1, t1 - t0)
+"""
+
+
+def reference_seconds() -> dict:
+    """Time :data:`REFERENCE` in a fresh process: training seconds and import seconds."""
+    out = subprocess.run([sys.executable, "-c", REFERENCE], cwd=ROOT, capture_output=True,
+                         text=True, check=True, env=reproducibility.pinned_env()).stdout.split()
+    return {"train_s": round(float(out[0]), 2), "import_s": round(float(out[1]), 2)}
+
+
+def _native_capability() -> str:
+    """PyTorch's CPU capability on this processor when nothing is pinned (a fresh process)."""
+    env = {k: v for k, v in os.environ.items() if k not in reproducibility.PINNED_ENV}
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def _timed(path: Path, timeout: int, native: bool) -> tuple[float, str | None]:
+    """``time_notebook`` with the kernels pinned, or left to the processor (``native``)."""
+    saved = os.environ.get(reproducibility.SWITCH)
+    try:
+        if native:
+            os.environ[reproducibility.SWITCH] = "native"
+            for key in reproducibility.PINNED_ENV:
+                os.environ.pop(key, None)
+        else:
+            os.environ.pop(reproducibility.SWITCH, None)
+            os.environ.update(reproducibility.pinned_env())
+        return time_notebook(path, timeout)
+    finally:
+        os.environ.pop(reproducibility.SWITCH, None)
+        if saved is not None:
+            os.environ[reproducibility.SWITCH] = saved
+        os.environ.update(reproducibility.pinned_env())
+
+
+def bench_notebooks(selected: list[Path], timeout: int, compare_kernels: bool = False) -> dict:
     """Time each notebook in a temporary copy of the book; print a table."""
     notebooks = selected or course.notebooks(ROOT)
     rows = []
     print(f"Notebooks ({len(notebooks)}), each in a fresh kernel, target < {NOTEBOOK_TARGET_S:.0f} s:")
+    if compare_kernels:
+        print("  (pinned kernels | the processor's own kernels | ratio pinned / own)")
+    before = reference_seconds()
+    print(f"  reference workload (10 epochs of the CNN, fresh process): {before['train_s']:.2f} s "
+          f"training, {before['import_s']:.2f} s imports")
     with tempfile.TemporaryDirectory(prefix="kt-speed-") as tmp:
         book = copy_book(Path(tmp))
-        for original in notebooks:
+        for i, original in enumerate(notebooks):
             rel = original.resolve().relative_to(ROOT).as_posix()
-            seconds, error = time_notebook(book / rel, timeout)
+            native_s = None
+            if compare_kernels and i % 2:  # alternate which runs first
+                native_s, _ = _timed(book / rel, timeout, native=True)
+            seconds, error = _timed(book / rel, timeout, native=False)
+            if compare_kernels and native_s is None:
+                native_s, _ = _timed(book / rel, timeout, native=True)
             ok = error is None and seconds < NOTEBOOK_TARGET_S
-            rows.append({"notebook": rel, "seconds": round(seconds, 1), "error": error, "ok": ok})
+            row = {"notebook": rel, "seconds": round(seconds, 1), "error": error, "ok": ok}
+            extra = ""
+            if native_s is not None:
+                row["native_seconds"] = round(native_s, 1)
+                extra = f"  | {native_s:6.1f} s | {seconds / native_s:4.2f}"
+            rows.append(row)
             note = f"  FAILED: {error}" if error else ("" if ok else "  over the target")
-            print(f"  {seconds:7.1f} s  {rel}{note}", flush=True)
+            print(f"  {seconds:7.1f} s{extra}  {rel}{note}", flush=True)
+    after = reference_seconds()
+    reference = (before["train_s"] + after["train_s"]) / 2
+    print(f"  reference workload again: {after['train_s']:.2f} s (the machine's speed held "
+          f"within {abs(after['train_s'] - before['train_s']) / reference:.0%} over the run)")
+    for r in rows:
+        r["reference_ratio"] = round(r["seconds"] / reference, 1)
     total = sum(r["seconds"] for r in rows)
     slowest = max(rows, key=lambda r: r["seconds"]) if rows else None
     every_ok = all(r["ok"] for r in rows)
     total_ok = total < TOTAL_TARGET_S
-    print(f"  {total:7.1f} s  all together (target < {TOTAL_TARGET_S:.0f} s)")
-    print(f"  every notebook under {NOTEBOOK_TARGET_S:.0f} s, without error: {_mark(every_ok)}"
-          + (f" (slowest: {slowest['notebook']}, {slowest['seconds']} s)" if slowest else ""))
-    print(f"  all together under {TOTAL_TARGET_S:.0f} s: {_mark(total_ok)}")
-    return {
+    print(f"  {total:7.1f} s  all together (target < {TOTAL_TARGET_S:.0f} s), "
+          f"{total / reference:.0f} reference workloads")
+    result = {
         "measured": datetime.date.today().isoformat(),
         "complete": not selected,
+        "kernels": "pinned",
+        "reference_workload": {"before": before, "after": after, "mean_train_s": round(reference, 2)},
         "notebooks": rows,
         "total_seconds": round(total, 1),
         "targets": {
@@ -117,6 +199,36 @@ def bench_notebooks(selected: list[Path], timeout: int) -> dict:
             "total_ok": total_ok,
         },
     }
+    if compare_kernels and rows:
+        native_total = sum(r["native_seconds"] for r in rows)
+        result["native_total_seconds"] = round(native_total, 1)
+        result["pinned_over_native"] = round(total / native_total, 3)
+        print(f"  {native_total:7.1f} s  all together with the processor's own kernels: "
+              f"pinning costs x{total / native_total:.2f} in this run")
+    print(f"  every notebook under {NOTEBOOK_TARGET_S:.0f} s, without error: {_mark(every_ok)}"
+          + (f" (slowest: {slowest['notebook']}, {slowest['seconds']} s)" if slowest else ""))
+    print(f"  all together under {TOTAL_TARGET_S:.0f} s: {_mark(total_ok)}")
+    return result
+
+
+def write_pinning_cost(result: dict, machine: dict) -> None:
+    """Write the pinned-vs-own-kernels figures of ``result`` as the appendix's Markdown table."""
+    rows = result["notebooks"]
+    ratios = [r["seconds"] / r["native_seconds"] for r in rows if r.get("native_seconds")]
+    lines = [
+        "| | pinned kernels | the processor's own kernels | ratio |",
+        "|---|---|---|---|",
+        f"| {'all ' if result['complete'] else ''}{len(rows)} notebooks, one after another "
+        f"| {result['total_seconds']:.0f} s "
+        f"| {result['native_total_seconds']:.0f} s | {result['pinned_over_native']:.2f} |",
+        f"| per notebook, range of the ratio | | | {min(ratios):.2f} to {max(ratios):.2f} |",
+        "",
+        f"Measured on {result['measured']} on {machine['cpu_count']} cores of a "
+        f"{machine['processor']} (its own kernels: {machine.get('native_cpu_capability', '?')}; "
+        f"torch {machine['torch']}). Notebooks: "
+        + ", ".join(f"`{r['notebook']}`" for r in rows) + ".",
+    ]
+    PINNING_COST.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def jupyter_book() -> list[str]:
@@ -166,26 +278,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-build", action="store_true", help="do not build the site")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
     parser.add_argument(
+        "--compare-kernels", action="store_true",
+        help="also time each notebook with the processor's own kernels (what pinning costs)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None,
         help="limit each kernel to this many CPU threads (OMP/MKL), e.g. 2 to mimic a 2-core laptop",
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    native = _native_capability()
+    os.environ.update(reproducibility.pinned_env())
     if args.threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(args.threads)
 
     results = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}
     results["machine"] = {
+        **reproducibility.machine_info(),
+        "native_cpu_capability": native,
         "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
         "threads_limit": args.threads,
     }
     ok = True
     if not args.skip_notebooks:
         selected = [p.resolve() for p in args.notebooks]
-        results["notebooks"] = bench_notebooks(selected, args.timeout)
+        results["notebooks"] = bench_notebooks(selected, args.timeout, args.compare_kernels)
+        if args.compare_kernels:
+            write_pinning_cost(results["notebooks"], results["machine"])
         ok &= results["notebooks"]["targets"]["every_notebook_ok"]
         ok &= results["notebooks"]["targets"]["total_ok"] or bool(selected)
         print()

@@ -4,8 +4,8 @@ Compression (chapter 5) trades accuracy for a smaller, faster model. Three
 measures of "smaller, faster", from the most to the least reproducible:
 
 * parameters — :func:`kt_helpers.models.count_parameters`;
-* multiply-accumulates per forward pass — :func:`count_macs`, exact and
-  independent of the machine;
+* multiply-accumulates per forward pass — :func:`count_macs`, counted by
+  PyTorch's ``FlopCounterMode``, exact and independent of the machine;
 * wall-clock latency — :func:`measure_latency`, the median of repeated timings,
   which depends on the machine, its load and the number of threads.
 
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ._validation import check_int, check_tensor
 
@@ -30,15 +31,22 @@ __all__ = ["count_macs", "measure_latency"]
 def count_macs(model: nn.Module, input_shape: Sequence[int] = (1, 1, 8, 8)) -> int:
     """Multiply-accumulate operations (MACs) of one forward pass on an input of ``input_shape``.
 
-    Counted with forward hooks on the layers that do the arithmetic:
+    Counted by PyTorch's own :class:`torch.utils.flop_counter.FlopCounterMode`,
+    which records the FLOPs of every matrix product and convolution that the
+    forward pass dispatches (whatever module issued it: ``Linear``,
+    ``Conv2d``, the gates of a ``GRU`` or ``LSTM``, a bare ``@``), at two
+    FLOPs per multiply-accumulate:
 
-    * :class:`torch.nn.Linear`: ``out.numel() * in_features``;
-    * :class:`torch.nn.Conv2d`: ``out.numel() * (in_channels / groups) * kh * kw``.
+    .. math::
+        \\text{MACs} = \\tfrac12\\,\\text{FLOPs}, \\qquad
+        \\text{Linear}: N\\,d_\\text{in}\\,d_\\text{out}, \\qquad
+        \\text{Conv2d}: \\text{out.numel()}\\cdot\\frac{C_\\text{in}}{\\text{groups}}\\,k_h k_w .
 
-    Biases, activations and pooling are not counted (they are cheap next to
-    these). With the default batch of one image the result is the cost per
-    image; it grows linearly with the batch. Recurrent layers are not
-    supported and raise a ``ValueError`` rather than being silently skipped.
+    Biases, activations, the element-wise gate arithmetic of a recurrent cell
+    and pooling are not counted (they are cheap next to these). With the
+    default batch of one image the result is the cost per image; it grows
+    linearly with the batch. For a one-layer GRU of hidden size h reading
+    L rows of d pixels it is L · 3h(d + h), plus the head.
 
     Args:
         model: the model to measure.
@@ -62,41 +70,16 @@ def count_macs(model: nn.Module, input_shape: Sequence[int] = (1, 1, 8, 8)) -> i
             "The 'input_shape' parameter of count_macs must be a sequence of positive integers, "
             f"batch dimension first. Got {input_shape!r} instead."
         )
-    recurrent = [name for name, m in model.named_modules() if isinstance(m, nn.RNNBase)]
-    if recurrent:
-        raise ValueError(
-            "The 'model' parameter of count_macs must hold only Linear and Conv2d layers with "
-            "weights; recurrent layers are not supported. "
-            f"Got recurrent layers {recurrent} instead."
-        )
-    total = 0
-
-    def linear_hook(layer: nn.Linear, _inputs: object, out: Tensor) -> None:
-        nonlocal total
-        total += out.numel() * layer.in_features
-
-    def conv_hook(layer: nn.Conv2d, _inputs: object, out: Tensor) -> None:
-        nonlocal total
-        kh, kw = layer.kernel_size
-        total += out.numel() * (layer.in_channels // layer.groups) * kh * kw
-
-    handles = []
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
-        elif isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_hook))
     was_training = model.training
     model.eval()
     try:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        model(torch.zeros(shape, device=device))
+        with FlopCounterMode(display=False) as counter:
+            model(torch.zeros(shape, device=device))
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
-    return total
+    return counter.get_total_flops() // 2
 
 
 @torch.inference_mode()

@@ -135,8 +135,11 @@ def close(statement: str, value: Any, expected: Any, *, atol: float) -> None:
         )
 
 
-def count(statement: str, flags: Iterable[Any], *, at_least: int) -> int:
-    """Claim that at least ``at_least`` of ``flags`` are true (e.g. "on 4 of 5 seeds"); return the count."""
+def count(statement: str, flags: Iterable[Any], *, at_least: int) -> None:
+    """Claim that at least ``at_least`` of ``flags`` are true (e.g. "on 4 of 5 seeds").
+
+    Returns nothing, like every claim, so that a claim cell prints nothing.
+    """
     _check_statement(statement, "count")
     values = [bool(f) for f in flags]
     n = sum(values)
@@ -144,4 +147,3 @@ def count(statement: str, flags: Iterable[Any], *, at_least: int) -> int:
         raise ClaimFailed(
             f"Claim failed: {statement}. Expected at least {at_least} of {len(values)}, got {n}."
         )
-    return n

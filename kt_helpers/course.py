@@ -7,12 +7,17 @@ installs ``kt_helpers`` on Colab — is generated from it by this module::
 
     python -m kt_helpers.course set-repo https://github.com/me/my-fork [--branch main]
     python -m kt_helpers.course sync            # regenerate badges and setup cells
-    python -m kt_helpers.course student OUTDIR  # notebooks without solutions
+    python -m kt_helpers.course colab colab     # the Colab edition (committed under colab/)
+    python -m kt_helpers.course student OUTDIR  # student copies, without solutions
 
-Student versions keep every exercise and drop every solution: the
-sphinx-exercise ``{solution}`` blocks in Markdown cells, gated solutions
-between ``{solution-start}`` and ``{solution-end}``, and code cells tagged
-``solution``. Introduced in the appendix "For instructors".
+The book has three editions from one source (:mod:`kt_helpers.editions`):
+the website; the Colab edition, every notebook with its MyST markup rendered
+to plain Jupyter Markdown and its solutions collapsed, committed under
+``colab/`` so that every "Open in Colab" badge and launch button opens it;
+and student copies, the same rendering without solutions (the sphinx-exercise
+``{solution}`` blocks and the code cells tagged ``solution``) and with an
+empty answer cell after each exercise. Introduced in the appendix "For
+instructors".
 """
 
 from __future__ import annotations
@@ -90,9 +95,21 @@ def colab_url(url: str, branch: str, notebook_path: str) -> str:
     return f"https://colab.research.google.com/github/{owner}/{name}/blob/{branch}/{notebook_path}"
 
 
-def badge_markdown(url: str, branch: str, notebook_path: str) -> str:
+def badge_markdown(url: str, branch: str, notebook_path: str, edition: str | None = "colab") -> str:
     """The "Open in Colab" badge of a notebook, as Markdown (shown in Jupyter and Colab;
-    the website uses its own launch button instead)."""
+    the website uses its own launch button, which opens the same copy).
+
+    Args:
+        url, branch: the book's repository.
+        notebook_path: the notebook's path in the book, e.g. ``chapters/01_x.ipynb``.
+        edition: the edition the badge opens: ``"colab"`` (default), whose copy of
+            the notebook is ``colab/chapters/01_x.ipynb``, or None for
+            ``notebook_path`` itself.
+    """
+    if edition is not None:
+        from kt_helpers import editions
+
+        notebook_path = editions.edition_path(edition, notebook_path)
     return (
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
         f"({colab_url(url, branch, notebook_path)})"
@@ -221,6 +238,12 @@ def set_repository(url: str, branch: str = "main", root: Path | None = None) -> 
             body += f"{indent}{key}: {value}\n"
     config_path.write_text(text[: block.start(1)] + body + text[block.end(1) :], encoding="utf-8")
     changed = sync(root)
+    colab = root / "colab"
+    if colab.is_dir():  # the Colab edition's badges and setup cells name the repository too
+        from kt_helpers import editions
+
+        editions.write_edition(colab, root, "colab")
+        changed += sorted(colab.rglob("*.ipynb"))
     new_url = url.rstrip("/")
     for name in URL_COPIES:
         path = root / name
@@ -313,36 +336,35 @@ def student_notebook(nb) -> tuple[object, dict[str, int]]:
     return nb, counts
 
 
-def write_student_notebooks(outdir: Path, root: Path | None = None) -> dict[str, dict[str, int]]:
-    """Write the student version of every notebook under ``outdir``, keeping the book's layout.
+def write_student_notebooks(outdir: Path, root: Path | None = None, prefix: str | None = None) -> dict[str, dict[str, int]]:
+    """Write the student copy of every notebook under ``outdir``, keeping the book's layout.
+
+    A student copy is the Colab edition's rendering (:mod:`kt_helpers.editions`)
+    without solutions and without outputs, with an empty code cell tagged
+    ``answer`` after each exercise, and a badge that opens the copy itself:
+    ``prefix`` is the copies' folder in the repository (default: ``outdir``
+    relative to the book, e.g. ``student``).
 
     Returns:
         For each notebook (path relative to the book), its counts of exercises
         kept and solutions removed.
     """
-    import nbformat
+    from kt_helpers import editions
 
-    root = root or find_book_root()
-    outdir = Path(outdir)
-    report: dict[str, dict[str, int]] = {}
-    for path in notebooks(root):
-        rel = path.relative_to(root)
-        nb, counts = student_notebook(nbformat.read(path, as_version=4))
-        target = outdir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, target)
-        report[rel.as_posix()] = counts
-    return report
+    return editions.write_edition(Path(outdir), root or find_book_root(), "student", prefix)
 
 
 def no_solutions_config(out: Path, root: Path | None = None) -> Path:
     """Write a copy of ``_config.yml`` that hides every solution (sphinx-exercise
-    ``hide_solutions``), for a student build of the site."""
+    ``hide_solutions``), for a student build of the site, whose launch buttons
+    open the student copies under ``student/``."""
     import yaml
 
     root = root or find_book_root()
     config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
     config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
+    # Its launch buttons open the student copies (``make student``, committed to the fork).
+    config.setdefault("repository", {})["path_to_book"] = "student"
     # Jupyter Book resolves these paths against the folder of the config file,
     # which is no longer the book's root: make them absolute.
     config["bibtex_bibfiles"] = [str((root / b).resolve()) for b in config.get("bibtex_bibfiles", [])]
@@ -362,8 +384,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_repo.add_argument("url")
     p_repo.add_argument("--branch", default="main")
     sub.add_parser("sync", help="regenerate every notebook's Colab badge and setup cell from _config.yml")
-    p_student = sub.add_parser("student", help="write student notebooks (exercises kept, solutions removed)")
+    p_colab = sub.add_parser("colab", help="write the Colab edition (MyST rendered to Jupyter Markdown, "
+                             "solutions collapsed) to OUTDIR, normally colab/")
+    p_colab.add_argument("outdir", type=Path)
+    p_student = sub.add_parser("student", help="write student notebooks (exercises kept, solutions removed, "
+                               "answer cells added)")
     p_student.add_argument("outdir", type=Path)
+    p_student.add_argument("--prefix", default=None, help="the copies' folder in the repository, for their "
+                           "badges (default: OUTDIR relative to the book)")
     p_config = sub.add_parser("no-solutions-config", help="write a _config.yml that hides solutions")
     p_config.add_argument("out", type=Path)
     args = parser.parse_args(argv)
@@ -376,8 +404,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "sync":
         changed = sync()
         print(f"{len(changed)} notebook(s) updated")
+    elif args.command == "colab":
+        from kt_helpers import editions
+
+        report = editions.write_edition(args.outdir, find_book_root(), "colab")
+        exercises = sum(c["exercises"] for c in report.values())
+        print(f"{len(report)} Colab notebook(s) written to {args.outdir}: {exercises} exercise(s), "
+              "their solutions collapsed")
     elif args.command == "student":
-        report = write_student_notebooks(args.outdir)
+        report = write_student_notebooks(args.outdir, prefix=args.prefix)
         exercises = sum(c["exercises"] for c in report.values())
         solutions = sum(c["solutions"] for c in report.values())
         print(

@@ -215,16 +215,30 @@ def loss_barrier(losses: Sequence[float], alphas: Sequence[float]) -> float:
 def r2_score(prediction: Tensor, target: Tensor) -> float:
     """Coefficient of determination R² of a prediction of ``target``.
 
-    Variance-weighted over the d target dimensions, so a constant ("dead")
-    feature neither helps nor breaks the score, and computed in float64:
+    Variance-weighted over the d target dimensions, as scikit-learn's
+    ``r2_score(target, prediction, multioutput="variance_weighted")``, and
+    computed in float64:
 
     .. math::
-        R^2 = 1 - \\frac{\\sum_{n,j} (K_{nj} - \\hat K_{nj})^2}{\\sum_{n,j} (K_{nj} - \\bar K_j)^2}
+        R^2 = 1 - \\frac{\\sum_{j \\in V} \\sum_n (K_{nj} - \\hat K_{nj})^2}{\\sum_{j \\in V} \\sum_n (K_{nj} - \\bar K_j)^2},
+        \\qquad V = \\{j : K_{\\cdot j} \\text{ is not constant}\\}
 
-    1 is a perfect prediction, 0 is no better than predicting each column's
-    mean, and it is negative for worse. :meth:`kt_helpers.mapping.LinearMap.score`
-    is this score of its own prediction; use this one for any other map, such
-    as an ``nn.Linear`` learned during training (chapter 4).
+    A constant ("dead") target column has weight 0 in the variance-weighted
+    average, so it neither helps nor hurts the score, even when it is
+    predicted imperfectly: its residual is left out of the numerator, exactly
+    as scikit-learn does. 1 is a perfect prediction, 0 is no better than
+    predicting each column's mean, and it is negative for worse.
+    :meth:`kt_helpers.mapping.LinearMap.score` is this score of its own
+    prediction; use this one for any other map, such as an ``nn.Linear``
+    learned during training (chapter 4).
+
+    Two fine points where the two differ. A column counts as constant here
+    when all its values are equal; scikit-learn tests its computed variance
+    against 0, and a floating-point mean can leave a variance of about 1e-33
+    (a column of 0.1s, say), in which case it counts that column's residual.
+    Where every column of the target is constant scikit-learn returns 1 or 0
+    by convention; this function raises instead, since no variance is there
+    to explain.
 
     Args:
         prediction: the predicted representation, shape (N, d) (or (N,)).
@@ -246,8 +260,11 @@ def _r2(prediction: Tensor, target: Tensor, func: str) -> float:
     check_tensor(target, func, "target")
     check_same_shape(prediction, target, func, ("prediction", "target"))
     K, pred = target.double(), prediction.double()
-    ss_res = ((K - pred) ** 2).sum()
-    ss_tot = ((K - K.mean(dim=0)) ** 2).sum()
+    if K.dim() == 1:
+        K, pred = K[:, None], pred[:, None]  # (N,) -> (N, 1)
+    varies = (K != K[:1]).any(dim=0)  # (d,), False for a constant column
+    ss_res = ((K - pred) ** 2)[:, varies].sum()  # constant columns have weight 0
+    ss_tot = ((K - K.mean(dim=0)) ** 2)[:, varies].sum()
     if float(ss_tot) == 0.0:
         raise ValueError(
             f"The 'target' parameter of {func} must vary across samples. Got a constant target."

@@ -16,6 +16,7 @@ __all__ = [
     "plot_curves",
     "plot_heatmap",
     "plot_probabilities",
+    "plot_transfer_schematic",
     "show_digits",
 ]
 
@@ -269,3 +270,58 @@ def plot_value_bars(
 
 
 __all__ += ["plot_seed_spread", "plot_value_bars", "show_rows"]
+
+
+def plot_transfer_schematic() -> Figure:
+    """The book's setting in one picture: source, target, transfer set and the four steps.
+
+    A schematic, not a result: the source model :math:`M_s` (the teacher)
+    with its own labelled data, the target model :math:`M_t` (the student)
+    with few labels and a transfer set of unlabelled inputs, and the four
+    steps of the source document (select, extract, map with :math:`T`, fuse
+    with :math:`\\alpha`) that carry knowledge from one to the other.
+    Introduced in chapter 1.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(9.0, 3.6))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(-0.35, 4.1)
+    ax.axis("off")
+
+    def box(x, y, w, h, label, colour):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05",
+                                    facecolor=colour, edgecolor="0.25", linewidth=1.2))
+        ax.text(x + w / 2, y + h / 2, label, ha="center", va="center", fontsize=9)
+
+    def arrow(xy_from, xy_to, label=None, offset=(0.0, 0.18)):
+        ax.add_patch(FancyArrowPatch(xy_from, xy_to, arrowstyle="-|>", mutation_scale=14,
+                                     linewidth=1.3, color="0.2"))
+        if label:
+            mx, my = (xy_from[0] + xy_to[0]) / 2, (xy_from[1] + xy_to[1]) / 2
+            ax.text(mx + offset[0], my + offset[1], label, ha="center", va="bottom", fontsize=8.5)
+
+    # Data, bottom row.
+    box(0.2, 0.25, 2.3, 0.9, "source's own data\n(labelled)", "#dbe9f6")
+    box(3.85, 0.25, 2.3, 0.9, "transfer set\n(inputs, no labels)", "#f2f2f2")
+    box(7.5, 0.25, 2.3, 0.9, "target's data\n(few labels)", "#fde3cf")
+    # Models, top row.
+    box(0.2, 2.6, 2.3, 1.0, "source $M_s$\n(teacher), knowledge $K_s$", "#9ecae1")
+    box(7.5, 2.6, 2.3, 1.0, "target $M_t$\n(student), knowledge $K_t$", "#fdae6b")
+    # Steps along the top.
+    arrow((1.35, 1.2), (1.35, 2.55), "trains", offset=(0.45, -0.1))
+    arrow((8.65, 1.2), (8.65, 2.55), "trains", offset=(0.45, -0.1))
+    arrow((2.55, 3.1), (4.0, 3.1), "2 extract\n$K_s$")
+    box(4.05, 2.75, 1.9, 0.7, "3 map\n$T(K_s)$", "#e5f5e0")
+    arrow((6.0, 3.1), (7.45, 3.1), "4 fuse\n$\\alpha K_t + (1-\\alpha)\\,T(K_s)$")
+    # The transfer set is where the teacher is queried and the student trained.
+    arrow((4.6, 1.2), (2.0, 2.55))
+    arrow((5.4, 1.2), (8.0, 2.55))
+    ax.text(1.35, 3.75, "1 select the source", ha="center", va="bottom", fontsize=8.5)
+    ax.text(5.0, -0.05, "the teacher is queried, and the student trained, on the same inputs",
+            ha="center", va="top", fontsize=8, color="0.3")
+    fig.tight_layout()
+    return fig

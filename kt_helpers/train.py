@@ -33,6 +33,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:  # for annotations only
     import pandas as pd
 
+from . import reproducibility
 from ._validation import check_int, check_labels, check_positive, check_same_rows, check_tensor
 
 __all__ = [
@@ -56,8 +57,11 @@ Objective = Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
 
 #: PyTorch's CPU results depend (in the last bits, which training can amplify)
 #: on the number of threads. The book's outputs were computed with exactly this
-#: many, on every machine (see :mod:`kt_helpers.reproducibility`).
-MAX_THREADS = 2
+#: many, on every machine (see :mod:`kt_helpers.reproducibility`). One: the
+#: book's models are so small that a second thread mostly adds synchronisation,
+#: and on a busy machine OpenMP's waiting threads make a run several times slower.
+MAX_THREADS = 1
+_threads = MAX_THREADS  # the count seed_everything sets when none is given
 
 
 def seed_everything(seed: int = 0, *, num_threads: int | None = None) -> torch.Generator:
@@ -65,15 +69,17 @@ def seed_everything(seed: int = 0, *, num_threads: int | None = None) -> torch.G
 
     Every notebook calls this once at the top and again before each model is
     created, so that each experiment starts from the same weights whatever ran
-    before it. On the CPU, PyTorch is then deterministic for a given thread
-    count; printed numbers are rounded so that they reproduce across runs.
+    before it. It also fixes the thread count and keeps convolutions off
+    oneDNN where the kernels are pinned (:mod:`kt_helpers.reproducibility`),
+    so that the same code gives the same bits on any x86-64 processor with AVX2.
     Introduced in chapter 1.
 
     Args:
         seed: the seed.
-        num_threads: the number of CPU threads PyTorch uses; by default
-            :data:`MAX_THREADS`, whatever the number of cores, so that every
-            machine adds in the same order as the book's.
+        num_threads: the number of CPU threads PyTorch uses, whatever the
+            number of cores, so that every machine adds in the same order as
+            the book's. By default the count an earlier call chose, else
+            :data:`MAX_THREADS`.
 
     Returns:
         A :class:`torch.Generator` seeded with ``seed``, for code that wants
@@ -83,9 +89,11 @@ def seed_everything(seed: int = 0, *, num_threads: int | None = None) -> torch.G
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if num_threads is None:
-        num_threads = MAX_THREADS
-    torch.set_num_threads(check_int(num_threads, "seed_everything", "num_threads"))
+    global _threads
+    if num_threads is not None:
+        _threads = check_int(num_threads, "seed_everything", "num_threads")
+    torch.set_num_threads(_threads)
+    reproducibility.pin_torch_backends()  # no oneDNN where the kernels are pinned
     return torch.Generator().manual_seed(seed)
 
 
@@ -179,9 +187,20 @@ def init_distributed(*, timeout_s: float = 60.0) -> DistributedContext:
     local_rank = int(os.environ["LOCAL_RANK"])
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(
-        backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s)
-    )
+    backend = "nccl" if use_cuda else "gloo"
+    timeout = timedelta(seconds=timeout_s)
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and restart != "0":
+        # torchrun restarted the workers (--max-restarts): its store still holds the
+        # addresses the failed workers published, and gloo would try to connect to
+        # them. A key prefix per restart keeps each attempt's keys apart.
+        store = dist.PrefixStore(f"restart-{restart}/", dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(world),
+            is_master=False, timeout=timeout))
+        dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]),
+                                world_size=int(world), timeout=timeout)
+    else:
+        dist.init_process_group(backend=backend, timeout=timeout)
     return distributed_context()
 
 
@@ -263,7 +282,10 @@ def fit(
     over samples, the steps equal those of one process with the same global
     batch and seed, up to floating-point rounding. (With unlabelled samples,
     ``kd_loss`` averages the hard term over each slice's labelled samples, so
-    the two agree only approximately.)
+    the two agree only approximately; :func:`kt_helpers.distributed.exact_kd_loss`
+    and ``benchmarks/distill_distributed.py`` are exact for any α, and train
+    from a ``DataLoader`` with a ``DistributedSampler`` instead of copying the
+    data to every process.)
 
     Returns:
         The :class:`History` of the run.

@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook of the book")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    parser.add_argument("--skip-appendices", action="store_true",
+                        help="do not re-execute the appendices after the chapters (drafting only)")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONHASHSEED", "0")
     # The kernels inherit this environment: the pinned CPU kernels are in force
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     # re-executed whenever a chapter is.
     chapters = [p for p in requested if "appendices" not in p.relative_to(ROOT).parts]
     appendices = [p for p in course.notebooks(ROOT) if "appendices" in p.relative_to(ROOT).parts]
-    appendices = [p for p in appendices if p in requested or chapters]
+    appendices = [p for p in appendices if p in requested or (chapters and not args.skip_appendices)]
     times_path = ROOT / "benchmarks" / "results" / "notebook_times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
     for path in chapters:

@@ -182,9 +182,34 @@ def test_count_macs_restores_the_mode_and_leaves_no_hook():
     assert all(not m._forward_hooks for m in model.modules())
 
 
-def test_count_macs_rejects_recurrent_models_and_bad_shapes():
-    with pytest.raises(ValueError, match="recurrent layers are not supported"):
-        benchmarking.count_macs(models.RowRNN(hidden_size=4))
+@pytest.mark.parametrize("hidden", [4, 32, 64])
+def test_count_macs_of_a_gru_matches_the_formula(hidden):
+    # A GRU has three gates, each an input and a recurrent matrix product per row.
+    model = models.RowRNN(hidden_size=hidden)
+    rows, pixels = 8, 8
+    oracle = rows * 3 * hidden * (pixels + hidden) + hidden * 10
+    assert benchmarking.count_macs(model) == oracle
+
+
+def test_count_macs_of_the_book_models():
+    # The numbers quoted in the issue that replaced the hand-written counter.
+    assert benchmarking.count_macs(models.DigitCNN()) == 337_536
+    assert benchmarking.count_macs(models.RowRNN()) == 111_232
+
+
+def test_count_macs_counts_a_matrix_product_outside_any_layer():
+    class Bare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(64, 7))
+
+        def forward(self, x):
+            return x.flatten(1) @ self.weight
+
+    assert benchmarking.count_macs(Bare()) == 64 * 7
+
+
+def test_count_macs_rejects_bad_input():
     with pytest.raises(ValueError, match="'input_shape' parameter of count_macs"):
         benchmarking.count_macs(models.MLP(), (0, 64))
     with pytest.raises(TypeError, match="'model' parameter of count_macs"):

@@ -118,11 +118,14 @@ def test_colab_url_rejects_a_bad_url(url):
         course.colab_url(url, "main", "x.ipynb")
 
 
-def test_badge_markdown_links_the_colab_url():
-    target = course.colab_url(URL, "main", "chapters/01_first.ipynb")
+def test_badge_markdown_links_the_colab_url_of_the_colab_edition():
+    target = course.colab_url(URL, "main", "colab/chapters/01_first.ipynb")
     assert course.badge_markdown(URL, "main", "chapters/01_first.ipynb") == (
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({target})"
     )
+    # edition=None: the notebook itself (a student copy's badge names its own path)
+    itself = course.colab_url(URL, "main", "student/chapters/01_first.ipynb")
+    assert course.badge_markdown(URL, "main", "student/chapters/01_first.ipynb", edition=None).endswith(f"({itself})")
 
 
 def test_setup_source_installs_from_the_repository_only_when_missing(monkeypatch):
@@ -184,7 +187,7 @@ def test_sync_notebook_updates_the_cells_in_place_for_a_new_url():
     assert course.sync_notebook(nb, "chapters/01_first.ipynb", new_url, "spring") is True
     assert len(nb.cells) == 5  # updated, not duplicated
     assert [c.id for c in nb.cells[1:3]] == ids
-    assert "someone/fork/blob/spring/chapters/01_first.ipynb" in nb.cells[1].source
+    assert "someone/fork/blob/spring/colab/chapters/01_first.ipynb" in nb.cells[1].source
     assert f"git+{new_url}@spring" in nb.cells[2].source
 
 
@@ -201,7 +204,7 @@ def test_sync_writes_every_notebook_once(book):
     assert sorted(changed) == course.notebooks(book)
     assert course.sync(book) == []
     nb = nbformat.read(book / "appendices" / "sub" / "a.ipynb", as_version=4)
-    assert "old-owner/old-book/blob/main/appendices/sub/a.ipynb" in nb.cells[1].source
+    assert "old-owner/old-book/blob/main/colab/appendices/sub/a.ipynb" in nb.cells[1].source
 
 
 # --- set_repository ------------------------------------------------------------------------------

@@ -152,12 +152,15 @@ def test_set_repo_rewrites_the_config_and_every_notebook(tmp_path):
     for path in course.notebooks(book):
         nb = nbformat.read(path, as_version=4)
         badge = _cells_with_tag(nb, course.BADGE_TAG)[0].source
-        assert "someone/fork/blob/spring/" + path.relative_to(book).as_posix() in badge
+        assert "someone/fork/blob/spring/colab/" + path.relative_to(book).as_posix() in badge
         assert "git+https://github.com/someone/fork@spring" in _cells_with_tag(nb, course.SETUP_TAG)[0].source
 
 
 def test_student_versions_keep_exercises_and_drop_solutions(tmp_path):
-    report = course.write_student_notebooks(tmp_path, ROOT)
+    """write_student_notebooks writes the student edition (kt_helpers.editions):
+    every exercise kept as a numbered heading, every solution removed. The
+    rendering itself is checked in tests/test_editions.py."""
+    report = course.write_student_notebooks(tmp_path, ROOT, prefix="student")
     assert set(report) == set(IDS)
     for rel, counts in report.items():
         original = nbformat.read(ROOT / rel, as_version=4)
@@ -169,32 +172,39 @@ def test_student_versions_keep_exercises_and_drop_solutions(tmp_path):
         )
         assert counts == {"exercises": n_exercises, "solutions": n_solutions}, rel
         student_text = "\n".join(c.source for c in student.cells)
-        assert len(EXERCISE.findall(student_text)) == n_exercises, rel
+        assert len(re.findall(r"^#+ Exercise \d", student_text, flags=re.M)) == n_exercises, rel
         assert not SOLUTION.findall(student_text), f"{rel}: a solution is left in the student version"
+        assert not re.search(r"<details>\s*<summary>Solution", student_text), rel
         assert not _cells_with_tag(student, course.SOLUTION_TAG)
         assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
-        # Every code cell but the solutions is kept, unchanged: so the student
-        # notebook runs wherever the original does (nbval runs the original).
+        # Every code cell but the solutions is kept, unchanged, plus an empty answer
+        # cell per exercise: so the student notebook runs wherever the original does
+        # (nbval runs the original).
         kept_code = [c.source for c in original.cells
                      if c.cell_type == "code" and course.SOLUTION_TAG not in c.metadata.get("tags", [])]
-        assert [c.source for c in student.cells if c.cell_type == "code"] == kept_code, rel
+        assert [c.source for c in student.cells
+                if c.cell_type == "code" and "answer" not in c.metadata.get("tags", [])] == kept_code, rel
+        assert len(_cells_with_tag(student, "answer")) == n_exercises, rel
 
 
 def test_a_student_notebook_without_its_solution_cells_still_runs(tmp_path):
-    """Execute the student version of every notebook that has solution code cells, and
+    """Execute the student copy of every notebook that has solution code cells, and
     of the quickest notebook in any case (the test above shows that the other student
     notebooks run the same code cells as the originals, which nbval executes)."""
     import json
 
     from nbclient import NotebookClient
 
+    from kt_helpers import editions
+
     times = json.loads((ROOT / "benchmarks" / "results" / "notebook_times.json").read_text())
     quickest = ROOT / min(times, key=times.get)
     chosen = [p for p in NOTEBOOKS
               if _cells_with_tag(nbformat.read(p, as_version=4), course.SOLUTION_TAG) or p == quickest]
     assert quickest in chosen, f"{quickest} is not a notebook of the book"
+    book = editions.Book(ROOT)
     for path in chosen:
-        nb, counts = course.student_notebook(nbformat.read(path, as_version=4))
+        nb, counts = editions.edition_notebook(book, path.relative_to(ROOT).as_posix(), "student")
         assert counts["solutions"] > 0, f"{path.name}: no solution removed, so this runs nothing new"
         NotebookClient(nb, timeout=300, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute()

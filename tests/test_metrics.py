@@ -312,6 +312,46 @@ def test_r2_score_matches_scikit_learn_variance_weighted():
     assert metrics.r2_score(mean, target) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_r2_score_matches_scikit_learn_with_a_constant_column_predicted_imperfectly():
+    from sklearn.metrics import r2_score as sk_r2
+
+    g = torch.Generator().manual_seed(3)
+    target = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    target[:, 1] = 0.5  # a dead feature, constant over the samples
+    prediction = target + 0.4 * torch.randn(50, 3, generator=g, dtype=torch.float64)
+    expected = sk_r2(target.numpy(), prediction.numpy(), multioutput="variance_weighted")
+    assert metrics.r2_score(prediction, target) == pytest.approx(expected, abs=1e-12)
+    # The constant column's error does not count: a far worse guess of it changes nothing.
+    worse = prediction.clone()
+    worse[:, 1] = 100.0
+    assert metrics.r2_score(worse, target) == pytest.approx(expected, abs=1e-12)
+    # ... while the same error in a column that varies does.
+    worse = prediction.clone()
+    worse[:, 0] += 3.0
+    assert metrics.r2_score(worse, target) < expected - 0.5
+
+
+@given(seed=seeds, n_constant=st.integers(0, 3))
+def test_r2_score_matches_scikit_learn_property(seed, n_constant):
+    from sklearn.metrics import r2_score as sk_r2
+
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randn(20, 4, generator=g, dtype=torch.float64)
+    # Constant columns, of values whose mean is exact in floating point (see the docstring).
+    target[:, :n_constant] = torch.randint(-8, 8, (n_constant,), generator=g).double() / 4
+    prediction = target + torch.randn(20, 4, generator=g, dtype=torch.float64)
+    expected = sk_r2(target.numpy(), prediction.numpy(), multioutput="variance_weighted")
+    assert metrics.r2_score(prediction, target) == pytest.approx(expected, abs=1e-10)
+
+
+def test_r2_score_of_a_vector_matches_scikit_learn():
+    from sklearn.metrics import r2_score as sk_r2
+
+    target = torch.tensor([0.0, 1.0, 2.0, 4.0])
+    prediction = torch.tensor([0.5, 1.0, 1.5, 3.0])
+    assert metrics.r2_score(prediction, target) == pytest.approx(sk_r2(target.numpy(), prediction.numpy()), abs=1e-6)
+
+
 def test_r2_score_is_the_score_of_a_linear_map():
     from kt_helpers.mapping import LinearMap
 
