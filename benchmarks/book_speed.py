@@ -223,7 +223,7 @@ def write_pinning_cost(result: dict, machine: dict) -> None:
         f"| {result['native_total_seconds']:.0f} s | {result['pinned_over_native']:.2f} |",
         f"| per notebook, range of the ratio | | | {min(ratios):.2f} to {max(ratios):.2f} |",
         "",
-        f"Measured on {result['measured']} on {machine['cpu_count']} cores of a "
+        f"Measured on {result['measured']} on {machine['cpu_count']} cores of this processor: "
         f"{machine['processor']} (its own kernels: {machine.get('native_cpu_capability', '?')}; "
         f"torch {machine['torch']}). Notebooks: "
         + ", ".join(f"`{r['notebook']}`" for r in rows) + ".",
