@@ -653,6 +653,7 @@ def run_honest(config: HonestConfig = HonestConfig(), *, log=None) -> dict:
        and paired differences with 95 % t-intervals (:func:`paired_ci`);
     3. the omitted class (no image and no label of it in the student's data);
     4. the hint controls (:data:`HINT_METHODS`) at ``hint_size``.
+
     Only validation errors choose anything; test errors are only reported.
     """
     from .extraction import features
