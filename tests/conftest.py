@@ -7,6 +7,8 @@ one thread.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from hypothesis import settings
@@ -53,3 +55,19 @@ def _random_mlp(
 def random_mlp():
     """A factory of seeded random MLPs: ``random_mlp([8, 6], seed=1)``."""
     return _random_mlp
+
+
+def _perturbed(model: nn.Module, scale: float, seed: int) -> nn.Module:
+    """A copy of ``model`` with every weight moved by Gaussian noise of std ``scale``."""
+    gen = torch.Generator().manual_seed(seed)
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+    return out
+
+
+@pytest.fixture(scope="session")
+def perturbed():
+    """A factory of perturbed copies: ``perturbed(model, scale, seed)`` (a fine-tuning stand-in)."""
+    return _perturbed

@@ -16,14 +16,6 @@ from kt_helpers import benchmarking, fusion, models
 seeds = st.integers(0, 2**16)
 
 
-def _perturbed(model: nn.Module, scale: float, seed: int) -> nn.Module:
-    """A copy of ``model`` with every weight moved by Gaussian noise of std ``scale``."""
-    gen = torch.Generator().manual_seed(seed)
-    out = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in out.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen))
-    return out
 
 
 # --- uniform_soup ----------------------------------------------------------------------------
@@ -110,9 +102,9 @@ def _accuracy(model, X, y) -> float:
         return float((model.eval()(X).argmax(1) == y).float().mean())
 
 
-def test_greedy_soup_starts_with_the_best_model_and_never_does_worse(trained_mlp, splits):
+def test_greedy_soup_starts_with_the_best_model_and_never_does_worse(trained_mlp, splits, perturbed):
     X, y = splits.X_val, splits.y_val
-    ingredients = [_perturbed(trained_mlp, s, seed=i) for i, s in enumerate([0.3, 0.0, 0.05, 1.0])]
+    ingredients = [perturbed(trained_mlp, s, seed=i) for i, s in enumerate([0.3, 0.0, 0.05, 1.0])]
     scores = [_accuracy(m, X, y) for m in ingredients]
     soup, chosen = fusion.greedy_soup(ingredients, X, y)
     assert chosen[0] == max(range(len(scores)), key=lambda i: (scores[i], -i))
@@ -120,18 +112,18 @@ def test_greedy_soup_starts_with_the_best_model_and_never_does_worse(trained_mlp
     assert len(set(chosen)) == len(chosen)
 
 
-def test_greedy_soup_is_the_uniform_soup_of_its_chosen_ingredients(trained_mlp, splits):
+def test_greedy_soup_is_the_uniform_soup_of_its_chosen_ingredients(trained_mlp, splits, perturbed):
     X, y = splits.X_val, splits.y_val
-    ingredients = [_perturbed(trained_mlp, 0.02, seed=i) for i in range(3)]
+    ingredients = [perturbed(trained_mlp, 0.02, seed=i) for i in range(3)]
     soup, chosen = fusion.greedy_soup(ingredients, X, y)
     oracle = fusion.uniform_soup([ingredients[i] for i in chosen])
     for name, value in soup.state_dict().items():
         torch.testing.assert_close(value, oracle.state_dict()[name])
 
 
-def test_greedy_soup_rejects_a_harmful_ingredient(trained_mlp, splits):
+def test_greedy_soup_rejects_a_harmful_ingredient(trained_mlp, splits, perturbed):
     X, y = splits.X_val, splits.y_val
-    broken = _perturbed(trained_mlp, 10.0, seed=0)
+    broken = perturbed(trained_mlp, 10.0, seed=0)
     soup, chosen = fusion.greedy_soup([trained_mlp, broken], X, y)
     assert chosen == [0]
     assert soup is not trained_mlp

@@ -34,13 +34,6 @@ def _vectors():
     return [tau1, tau2, tau3]
 
 
-def _perturbed(model: nn.Module, scale: float, seed: int) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    out = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in out.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen))
-    return out
 
 
 # --- task_vectors ----------------------------------------------------------------------------------
@@ -55,10 +48,10 @@ def test_task_vectors_by_hand():
 
 
 @given(seeds)
-def test_task_vectors_of_models_are_weight_differences(seed):
+def test_task_vectors_of_models_are_weight_differences(perturbed, seed):
     torch.manual_seed(seed)
     base = models.MLP(hidden=(5,))
-    fts = [_perturbed(base, 0.1, seed + i) for i in range(2)]
+    fts = [perturbed(base, 0.1, seed + i) for i in range(2)]
     taus = merging.task_vectors(base, fts)
     for tau, ft in zip(taus, fts):
         for key, value in base.state_dict().items():
@@ -76,10 +69,10 @@ def test_task_arithmetic_by_hand():
 
 
 @given(seeds)
-def test_one_task_vector_at_scale_one_gives_the_finetuned_model_back(seed):
+def test_one_task_vector_at_scale_one_gives_the_finetuned_model_back(perturbed, seed):
     torch.manual_seed(seed)
     base = models.MLP(hidden=(6,))
-    ft = _perturbed(base, 0.3, seed)
+    ft = perturbed(base, 0.3, seed)
     merged = merging.task_arithmetic(base, merging.task_vectors(base, [ft]), scale=1.0)
     assert isinstance(merged, nn.Module) and merged is not base
     for key, value in ft.state_dict().items():
@@ -87,11 +80,11 @@ def test_one_task_vector_at_scale_one_gives_the_finetuned_model_back(seed):
 
 
 @given(seeds, st.floats(0.0, 1.0))
-def test_task_arithmetic_with_one_model_is_fuse(seed, scale):
+def test_task_arithmetic_with_one_model_is_fuse(perturbed, seed, scale):
     # theta_0 + lambda * (theta_1 - theta_0) = fuse(theta_0, theta_1, alpha = 1 - lambda)
     torch.manual_seed(seed)
     base = models.MLP(hidden=(4,))
-    ft = _perturbed(base, 0.5, seed)
+    ft = perturbed(base, 0.5, seed)
     merged = merging.task_arithmetic(base.state_dict(), merging.task_vectors(base, [ft]), scale)
     fused = fusion.fuse(base.state_dict(), ft.state_dict(), 1.0 - scale)
     for key in fused:
@@ -99,10 +92,10 @@ def test_task_arithmetic_with_one_model_is_fuse(seed, scale):
 
 
 @given(seeds, st.integers(1, 4))
-def test_task_arithmetic_at_one_over_n_is_the_uniform_soup(seed, n):
+def test_task_arithmetic_at_one_over_n_is_the_uniform_soup(perturbed, seed, n):
     torch.manual_seed(seed)
     base = models.MLP(hidden=(4,))
-    fts = [_perturbed(base, 0.5, seed + i) for i in range(n)]
+    fts = [perturbed(base, 0.5, seed + i) for i in range(n)]
     merged = merging.task_arithmetic(base, merging.task_vectors(base, fts), 1.0 / n)
     soup = fusion.uniform_soup(fts)
     for key, value in soup.state_dict().items():
@@ -110,21 +103,21 @@ def test_task_arithmetic_at_one_over_n_is_the_uniform_soup(seed, n):
 
 
 @given(seeds, scales)
-def test_negating_a_task_vector_undoes_adding_it(seed, scale):
+def test_negating_a_task_vector_undoes_adding_it(perturbed, seed, scale):
     torch.manual_seed(seed)
     base = models.MLP(hidden=(4,))
-    (tau,) = merging.task_vectors(base, [_perturbed(base, 0.5, seed)])
+    (tau,) = merging.task_vectors(base, [perturbed(base, 0.5, seed)])
     there = merging.task_arithmetic(base, [tau], scale)
     back = merging.task_arithmetic(there, [tau], -scale)
     for key, value in base.state_dict().items():
         torch.testing.assert_close(back.state_dict()[key], value)
 
 
-def test_merging_keeps_integer_entries_of_the_base():
+def test_merging_keeps_integer_entries_of_the_base(perturbed):
     base = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
     base.train()
     base(torch.randn(4, 2))
-    ft = _perturbed(base, 0.1, 0)
+    ft = perturbed(base, 0.1, 0)
     ft[1].num_batches_tracked += 7
     taus = merging.task_vectors(base, [ft])
     for merged in (merging.task_arithmetic(base, taus, 1.0), merging.ties_merge(base, taus, density=0.5)):
