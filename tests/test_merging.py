@@ -6,7 +6,6 @@ the fusion rule of kt_helpers.fusion (fuse, uniform_soup).
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
