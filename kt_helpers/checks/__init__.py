@@ -23,10 +23,12 @@ known-mistake search):
 from ._common import CheckResult
 from .gradient import check_kd_gradient
 from .linear_map import check_linear_map
+from .objective import check_fusion_loss
 from .outputs import check_kd_loss, check_soft_targets
 
 __all__ = [
     "CheckResult",
+    "check_fusion_loss",
     "check_kd_gradient",
     "check_kd_loss",
     "check_linear_map",
