@@ -25,6 +25,7 @@ from .gradient import check_kd_gradient
 from .linear_map import check_linear_map
 from .objective import check_fusion_loss
 from .outputs import check_kd_loss, check_soft_targets
+from .weights import check_loss_barrier, check_widen
 
 __all__ = [
     "CheckResult",
@@ -32,5 +33,7 @@ __all__ = [
     "check_kd_gradient",
     "check_kd_loss",
     "check_linear_map",
+    "check_loss_barrier",
     "check_soft_targets",
+    "check_widen",
 ]
