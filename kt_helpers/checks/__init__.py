@@ -11,20 +11,29 @@ references are the book's own helpers (:func:`torch.softmax`,
 re-derived exactly what the rest of the book uses.
 
 The checks are organised like the book, one small module per topic, all
-sharing :mod:`kt_helpers.checks._common` (the result, the comparisons, the
-known-mistake search):
+sharing ``kt_helpers.checks._common`` (the result, the comparisons, the search
+for the known mistakes that explain a wrong result); every check is imported
+here, so ``checks.check_kd_loss(fn)`` works whatever its module:
 
-* :mod:`~kt_helpers.checks.outputs` (chapter 2) — :func:`check_soft_targets`,
-  :func:`check_kd_loss`;
-* :mod:`~kt_helpers.checks.linear_map` (chapter 3) — :func:`check_linear_map`;
-* :mod:`~kt_helpers.checks.gradient` (chapter 3) — :func:`check_kd_gradient`;
+* ``outputs`` (chapter 2) — :func:`check_soft_targets`, :func:`check_kd_loss`;
+* ``linear_map`` and ``gradient`` (chapter 3) — :func:`check_linear_map`,
+  :func:`check_kd_gradient`;
+* ``objective`` (chapter 4) — :func:`check_fusion_loss`, the case study's
+  fusion loss that :class:`~kt_helpers.fusion.TransferObjective` computes;
+* ``weights`` (chapter 5) — :func:`check_widen` (Net2WiderNet),
+  :func:`check_loss_barrier`;
+* ``similarity`` (chapter 7) — :func:`check_linear_cka`;
+* ``logit_matching`` (chapter 8) — :func:`check_logit_matching`, the
+  high-temperature limit of distillation.
 """
 
 from ._common import CheckResult
 from .gradient import check_kd_gradient
 from .linear_map import check_linear_map
+from .logit_matching import check_logit_matching
 from .objective import check_fusion_loss
 from .outputs import check_kd_loss, check_soft_targets
+from .similarity import check_linear_cka
 from .weights import check_loss_barrier, check_widen
 
 __all__ = [
@@ -32,7 +41,9 @@ __all__ = [
     "check_fusion_loss",
     "check_kd_gradient",
     "check_kd_loss",
+    "check_linear_cka",
     "check_linear_map",
+    "check_logit_matching",
     "check_loss_barrier",
     "check_soft_targets",
     "check_widen",
