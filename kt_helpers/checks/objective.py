@@ -170,37 +170,51 @@ def _reference(batch: _Batch, alpha: float, temperature: float, hint_weight: flo
         return float(objective(_Fixed(z_s, s), torch.zeros(len(y), 1), y, index))
 
 
-def _variant(batch: _Batch, alpha: float, temperature: float, hint_weight: float, **combo: Any) -> float:
-    """The fusion loss with the mistakes of ``combo`` (all off: the reference, by hand)."""
-    z_s, s, z_t, t, y, mapping = batch
+_SOFT_KEYS = ("t2", "divide", "log", "reversed", "reduction")
+
+
+def _soft(batch: _Batch, temperature: float, t2: bool, divide: str, log: bool, reversed: bool,
+          reduction: str) -> float:
+    """The soft-label term with the given mistakes (the reference: T²·KL(p ‖ q), batchmean)."""
+    z_s, _, z_t, _, _, _ = batch
     B, C = z_s.shape
-    t_s = temperature if combo["divide"] in ("both", "student") else 1.0
-    t_t = temperature if combo["divide"] in ("both", "teacher") else 1.0
+    t_s = temperature if divide in ("both", "student") else 1.0
+    t_t = temperature if divide in ("both", "teacher") else 1.0
     p = F.softmax(z_t / t_t, dim=1)  # (B, C) teacher's soft labels
     q = F.softmax(z_s / t_s, dim=1)  # (B, C) student's
-    log_q = F.log_softmax(z_s / t_s, dim=1) if combo["log"] else q  # not_log: "log_q" holds q
-    if combo["reversed"]:
+    log_q = F.log_softmax(z_s / t_s, dim=1) if log else q  # not_log: "log_q" holds q
+    if reversed:
         pointwise = q * (q.log() - p.log())  # (B, C) KL(student ‖ teacher)
     else:
         pointwise = p * (p.log() - log_q)  # (B, C) what F.kl_div(log_q, p) computes
-    soft = {
-        "batchmean": pointwise.sum() / B,
-        "mean": pointwise.mean(),
-        "sum": pointwise.sum(),
-        "classes": pointwise.sum() / C,
-    }[combo["reduction"]]
-    if combo["t2"]:
-        soft = temperature**2 * soft
+    soft = {"batchmean": pointwise.sum() / B, "mean": pointwise.mean(), "sum": pointwise.sum(),
+            "classes": pointwise.sum() / C}[reduction]
+    return float(temperature**2 * soft if t2 else soft)
+
+
+def _hard_and_hint(batch: _Batch) -> tuple[dict[str, float], dict[str, float]]:
+    """The cross-entropy (over the labelled samples, or over the batch) and the hint
+    (averaged over samples and features, or summed over the features)."""
+    z_s, s, _, t, y, mapping = batch
+    B = len(y)
     labelled = y >= 0
-    ce = F.cross_entropy(z_s[labelled], y[labelled], reduction="sum")
-    hard = ce / (int(labelled.sum()) if combo["ce"] == "labelled" else B)
+    ce = float(F.cross_entropy(z_s[labelled], y[labelled], reduction="sum"))
     with torch.no_grad():
         squared = (mapping(s) - t) ** 2  # (B, d)
-    hint = squared.sum() / B if combo["hint"] == "per_sample" else squared.mean()
+    return ({"labelled": ce / int(labelled.sum()), "batch": ce / B},
+            {"mean": float(squared.mean()), "per_sample": float(squared.sum()) / B})
+
+
+def _variant(batch: _Batch, alpha: float, temperature: float, hint_weight: float, *,
+             soft_value: float, hard_values: dict[str, float], hint_values: dict[str, float],
+             **combo: Any) -> float:
+    """The fusion loss with the mistakes of ``combo`` (all off: the reference, by hand),
+    from its soft term and the two variants of the cross-entropy and of the hint."""
     a_hard, a_soft = (1.0 - alpha, alpha) if combo["alpha_swapped"] else (alpha, 1.0 - alpha)
     hint_coef = {"ok": a_soft * hint_weight, "no_alpha": hint_weight, "no_beta": a_soft,
                  "missing": 0.0, "per_sample": a_soft * hint_weight}[combo["hint"]]
-    return float(a_hard * hard + a_soft * soft + hint_coef * hint)
+    hint_value = hint_values["per_sample" if combo["hint"] == "per_sample" else "mean"]
+    return a_hard * hard_values[combo["ce"]] + a_soft * soft_value + hint_coef * hint_value
 
 
 def _candidates() -> list[dict[str, Any]]:
@@ -305,8 +319,15 @@ def check_fusion_loss(fn: Callable[..., Any], *, verbose: bool = True) -> CheckR
         return _finish(True, "correct: your loss equals TransferObjective's on every batch tried "
                              "(α, T and β varied, unlabelled samples included).", verbose)
 
+    parts = [_hard_and_hint(batch) for batch, _, _, _ in cases]
+    softs: dict[tuple[Any, ...], list[float]] = {}  # the soft terms, computed once per variant
+
     def compute(combo: dict[str, Any]) -> list[float]:
-        return [_variant(*case, **combo) for case in cases]
+        key = tuple(combo[k] for k in _SOFT_KEYS)
+        if key not in softs:
+            softs[key] = [_soft(batch, temperature, *key) for batch, _, temperature, _ in cases]
+        return [_variant(*case, soft_value=soft, hard_values=hard, hint_values=hint, **combo)
+                for case, soft, (hard, hint) in zip(cases, softs[key], parts)]
 
     known = first_known_mistake(_candidates(), compute, matches, _mistakes, _MISTAKES)
     if known is not None:

@@ -1,6 +1,6 @@
 """Self-checks for knowledge in the weights (chapter 5): growing a network and the loss barrier.
 
-* :func:`check_widen` — ``fn(weight, bias, next_weight, mapping)``, one
+* :func:`check_widen` — ``fn(weight, bias, next_weight, g)``, one
   Net2WiderNet step, checked against :func:`kt_helpers.mapping.net2wider`;
 * :func:`check_loss_barrier` — ``fn(losses, alphas)``, the loss barrier along
   a linear path, checked against :func:`kt_helpers.metrics.loss_barrier`.
@@ -47,7 +47,7 @@ _WIDEN_MISTAKES = {
     "uniform": (
         "every outgoing weight is divided by the same number, new_width / width (here 2), the "
         "average number of copies; divide each by the number of copies of *its* unit, which "
-        "differs from unit to unit (torch.bincount(mapping) counts them)"
+        "differs from unit to unit (torch.bincount(g) counts them)"
     ),
     "incoming": (
         "the *incoming* weights and biases are divided by the number of copies instead of the "
@@ -56,28 +56,28 @@ _WIDEN_MISTAKES = {
         "Copy the incoming weights and the bias unchanged and divide the outgoing weights"
     ),
     "modulo": (
-        "you copied unit j mod width, not the unit g(j) that 'mapping' gives: new unit j must "
-        "copy unit mapping[j] — weight[mapping], bias[mapping] and next_weight[:, mapping]"
+        "you copied unit j mod width, not the unit g(j) that 'g' gives: new unit j must copy "
+        "unit g[j] — weight[g], bias[g] and next_weight[:, g]"
     ),
     "modulo_out": (
         "the outgoing weights of new unit j come from another unit (j mod width) than its "
-        "incoming weights (mapping[j]): both must come from unit g(j) = mapping[j]"
+        "incoming weights (g[j]): both must come from unit g[j]"
     ),
     "bias_zero": (
-        "the new units' biases are 0: a copy takes the bias of its unit too, bias[mapping]"
+        "the new units' biases are 0: a copy takes the bias of its unit too, bias[g]"
     ),
 }
 
 _WIDEN_OPTIONS: dict[str, tuple[str, ...]] = {
     "outgoing": ("divided", "not_divided", "new_only", "uniform", "incoming"),
-    "units": ("mapping", "modulo", "modulo_out"),
+    "units": ("g", "modulo", "modulo_out"),
     "bias": ("copied", "zero"),
 }
 
 
 def _widen_mistakes(combo: dict[str, str]) -> list[str]:
     names = [] if combo["outgoing"] == "divided" else [combo["outgoing"]]
-    if combo["units"] != "mapping":
+    if combo["units"] != "g":
         names.append(combo["units"])
     if combo["bias"] != "copied":
         names.append("bias_zero")
@@ -85,7 +85,7 @@ def _widen_mistakes(combo: dict[str, str]) -> list[str]:
 
 
 def _widen_variant(W: Tensor, b: Tensor, U: Tensor, g: Tensor, *, outgoing: str = "divided",
-                   units: str = "mapping", bias: str = "copied") -> tuple[Tensor, Tensor, Tensor]:
+                   units: str = "g", bias: str = "copied") -> tuple[Tensor, Tensor, Tensor]:
     """A widening with the given mistakes: (weight (n', in), bias (n',), next_weight (out, n'))."""
     n, n_new = W.shape[0], len(g)
     modulo = torch.arange(n_new) % n  # (n',) unit j mod n
@@ -131,8 +131,8 @@ def check_widen(fn: Callable[..., Any], *, verbose: bool = True) -> CheckResult:
     """Check a learner's Net2WiderNet step against :func:`kt_helpers.mapping.net2wider`.
 
     A hidden layer :math:`h = \\mathrm{ReLU}(W x + b)` of ``width`` units,
-    followed by a layer with weights :math:`U`, is widened to ``len(mapping)``
-    units; new unit :math:`j` copies unit :math:`g(j)` (``mapping[j]``, with
+    followed by a layer with weights :math:`U`, is widened to ``len(g)``
+    units; new unit :math:`j` copies unit :math:`g(j)` (``g[j]``, with
     :math:`g(j) = j` for the old units) (Chen, Goodfellow and Shlens, 2016,
     "Net2Net", Algorithm 1):
 
@@ -144,15 +144,15 @@ def check_widen(fn: Callable[..., Any], *, verbose: bool = True) -> CheckResult:
     10, 3 outputs), each with the units ``net2wider`` chose, and its result is
     compared with ``net2wider``'s. When it differs, the check names the likely
     mistakes: outgoing weights not divided, or divided by the wrong count, the
-    incoming weights divided instead, units other than ``mapping``'s copied, new
+    incoming weights divided instead, units other than ``g``'s copied, new
     biases set to 0; otherwise it says whether the wider layer still computes
     the same function. Introduced in chapter 5 (growing a network).
 
     Args:
-        fn: the learner's function ``fn(weight, bias, next_weight, mapping)``
+        fn: the learner's function ``fn(weight, bias, next_weight, g)``
             with ``weight`` of shape (width, in), ``bias`` of shape (width,),
-            ``next_weight`` of shape (out, width) and ``mapping`` an integer
-            tensor of shape (new_width,), returning the triple ``(weight,
+            ``next_weight`` of shape (out, width) and ``g`` an integer
+            tensor of shape (new_width,), the unit each new unit copies, returning the triple ``(weight,
             bias, next_weight)`` of shapes (new_width, in), (new_width,) and
             (out, new_width).
         verbose: print the message (the default).
@@ -164,17 +164,17 @@ def check_widen(fn: Callable[..., Any], *, verbose: bool = True) -> CheckResult:
         ValueError: if ``fn`` is not callable.
 
     Examples:
-        >>> def widen(weight, bias, next_weight, mapping):
-        ...     copies = torch.bincount(mapping, minlength=len(weight)).to(weight)
-        ...     return weight[mapping], bias[mapping], next_weight[:, mapping] / copies[mapping]
+        >>> def widen(weight, bias, next_weight, g):
+        ...     copies = torch.bincount(g, minlength=len(weight)).to(weight)
+        ...     return weight[g], bias[g], next_weight[:, g] / copies[g]
         >>> _ = check_widen(widen)
         correct: your wider layer equals net2wider's, and computes the same function as the narrow one.
-        >>> def not_divided(weight, bias, next_weight, mapping):
-        ...     return weight[mapping], bias[mapping], next_weight[:, mapping]
+        >>> def not_divided(weight, bias, next_weight, g):
+        ...     return weight[g], bias[g], next_weight[:, g]
         >>> _ = check_widen(not_divided)  # doctest: +ELLIPSIS
         not yet: the outgoing weights are copied but not divided by the number of copies: ...
     """
-    _require_callable(fn, "check_widen", "fn(weight, bias, next_weight, mapping)")
+    _require_callable(fn, "check_widen", "fn(weight, bias, next_weight, g)")
     cases = [_widen_case(*case) for case in _WIDEN_CASES]
     got: list[tuple[Tensor, Tensor, Tensor]] = []
     for (W, b, U, g), _ in cases:
@@ -182,12 +182,12 @@ def check_widen(fn: Callable[..., Any], *, verbose: bool = True) -> CheckResult:
         try:
             out = fn(*given)
         except Exception as error:  # noqa: BLE001 - any error of the learner's code is feedback
-            call = (f"fn(weight, bias, next_weight, mapping) with weight of shape {tuple(W.shape)}, "
-                    f"next_weight of shape {tuple(U.shape)} and mapping of shape {tuple(g.shape)}")
+            call = (f"fn(weight, bias, next_weight, g) with weight of shape {tuple(W.shape)}, "
+                    f"next_weight of shape {tuple(U.shape)} and g of shape {tuple(g.shape)}")
             return _finish(False, raised(error, call), verbose)
         if not all(torch.equal(a, c) for a, c in zip(given, (W, b, U, g))):
             return _finish(False, "not yet: your function changed one of its inputs in place; "
-                                  "build new tensors instead (indexing with mapping copies).", verbose)
+                                  "build new tensors instead (indexing with g copies).", verbose)
         shapes = ((len(g), W.shape[1]), (len(g),), (U.shape[0], len(g)))
         triple = [_as_tensor(v) for v in out] if isinstance(out, (tuple, list)) and len(out) == 3 else None
         if triple is None or any(t is None or tuple(t.shape) != s for t, s in zip(triple, shapes)):
@@ -216,12 +216,12 @@ def check_widen(fn: Callable[..., Any], *, verbose: bool = True) -> CheckResult:
     gap = float((_forward(*got[0], X) - _forward(W, b, U, X)).abs().max())
     if gap < 1e-9:
         return _finish(False, "not yet: your wider layer computes the same function, but it is not "
-                              "Net2Net's: copy unit mapping[j]'s incoming weights and bias into "
+                              "Net2Net's: copy unit g[j]'s incoming weights and bias into "
                               "unit j, and divide its outgoing weights by that unit's number of copies.",
                        verbose)
     return _finish(False, f"not yet: your wider layer does not compute the same function: the next "
-                          f"layer's output changes by up to {gap:.4f}. Copy weight[mapping] and "
-                          "bias[mapping], and divide next_weight[:, mapping] by the number of "
+                          f"layer's output changes by up to {gap:.4f}. Copy weight[g] and bias[g], "
+                          "and divide next_weight[:, g] by the number of "
                           "copies of each unit.", verbose)
 
 
