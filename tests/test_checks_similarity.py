@@ -173,3 +173,12 @@ def test_logit_matching_unknown_mistake_bad_outputs_and_in_place():
 def test_logit_matching_fn_must_be_callable():
     with pytest.raises(ValueError, match="The 'fn' parameter of check_logit_matching must be a function"):
         checks.check_logit_matching(None)
+
+
+def test_uncentred_cka_finds_the_unrelated_pair_similar():
+    # What the chapter 7 exercise's solution says of the mistake, on the check's own data.
+    from kt_helpers.checks.similarity import _pairs, _variant
+    from kt_helpers.metrics import linear_cka
+
+    X, unrelated = _pairs()[1]
+    assert linear_cka(X, unrelated) < 0.2 < 0.8 < _variant(X, unrelated, centre="uncentred")
