@@ -144,8 +144,9 @@ def _batch(seed: int, B: int = 8, C: int = 10, p: int = 6, d: int = 4) -> _Batch
     teacher_features = torch.randn(B, d, generator=gen, dtype=torch.float64)  # (B, d)
     targets = torch.randint(0, C, (B,), generator=gen)  # (B,)
     targets[torch.randperm(B, generator=gen)[:3]] = -1  # unlabelled transfer images
-    torch.manual_seed(seed)  # the map's initial weights
-    mapping = nn.Linear(p, d).double()
+    with torch.random.fork_rng():  # the map's initial weights, without touching the caller's RNG
+        torch.manual_seed(seed)
+        mapping = nn.Linear(p, d).double()
     return student_logits, student_features, teacher_logits, teacher_features, targets, mapping
 
 

@@ -114,9 +114,10 @@ _WIDTH, _NEW_WIDTH, _IN, _OUT = 5, 10, 7, 3
 
 def _widen_case(seed: int, choice: int) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
     """The old layer's (weight, bias, next_weight, mapping g) and net2wider's widened triple."""
-    torch.manual_seed(seed)
-    model = MLP(hidden=(_WIDTH,), in_features=_IN, num_classes=_OUT).double()
-    wide = net2wider(model, 0, _NEW_WIDTH, seed=choice)
+    with torch.random.fork_rng():  # seed the network without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = MLP(hidden=(_WIDTH,), in_features=_IN, num_classes=_OUT).double()
+        wide = net2wider(model, 0, _NEW_WIDTH, seed=choice)  # its new layers draw initial weights
     W, b, U = model[1].weight.detach(), model[1].bias.detach(), model[3].weight.detach()
     W_new = wide[1].weight.detach()  # (n', in): row j is row g(j) of W
     g = (W_new[:, None, :] == W[None, :, :]).all(dim=2).long().argmax(dim=1)  # (n',)
