@@ -551,7 +551,7 @@ def train_step_hint(
 
 def run_step_hint(seeds: Sequence[int] = (0, 1, 2), *, transfer_size: int = 543, steps: int = 150,
                   teacher_epochs: int = 20, alpha: float = 0.5, hint_weight: float = 1.0, ridge: float = 1e-3,
-                  lr: float = 3e-2, batch_size: int = 64, hidden_size: int = 64) -> dict:
+                  lr: float = 3e-2, batch_size: int = 64, hidden_size: int = 64, labels_alone: bool = True) -> dict:
     """The per-step mapping and the per-step hint with its controls, over seeds, with the honest teacher.
 
     For every seed: the splits and the teacher of :func:`disjoint_splits` and
@@ -559,7 +559,8 @@ def run_step_hint(seeds: Sequence[int] = (0, 1, 2), *, transfer_size: int = 543,
     student's sets); the student's 57 labelled images plus ``transfer_size``
     transfer images; then one student per method, with the same initial
     weights, batch order and number of steps: labels alone
-    (``"labels_alone"``, the labelled images only) and the per-step hint
+    (``"labels_alone"``, the labelled images only; skipped with
+    ``labels_alone=False``, to save time) and the per-step hint
     (:func:`train_step_hint`) toward each target of :data:`HINT_METHODS`.
     Every student, and an untrained one (``"untrained_student"``), is then
     mapped step by step to the *trained* teacher's row bands: one shared map
@@ -576,6 +577,8 @@ def run_step_hint(seeds: Sequence[int] = (0, 1, 2), *, transfer_size: int = 543,
     from .extraction import features
 
     check_int(transfer_size, "run_step_hint", "transfer_size")
+    if not seeds:
+        raise ValueError("The 'seeds' parameter of run_step_hint must hold at least one seed. Got none.")
     teachers, errors, scores = [], [], []
     options = dict(steps=steps, lr=lr, batch_size=batch_size, hidden_size=hidden_size)
     for seed in seeds:
@@ -584,9 +587,10 @@ def run_step_hint(seeds: Sequence[int] = (0, 1, 2), *, transfer_size: int = 543,
         teachers.append({"seed": seed, "test_error": _error(teacher, splits.X_test, splits.y_test)})
         student = splits.student(transfer_size)
         X, y = student.X_train, student.y_student  # (57 + n, 1, 8, 8), (57 + n,) with -1 for transfer images
-        models = {"untrained_student": _student(seed, hidden_size).eval(),
-                  "labels_alone": train_with_targets(splits.X_labelled, splits.y_labelled, None, seed=seed,
-                                                     alpha=1.0, **options)}
+        models = {"untrained_student": _student(seed, hidden_size).eval()}
+        if labels_alone:
+            models["labels_alone"] = train_with_targets(splits.X_labelled, splits.y_labelled, None, seed=seed,
+                                                        alpha=1.0, **options)
         for method in HINT_METHODS:
             targets = step_hint_targets(method, X, teacher=teacher, seed=seed)  # (N, 4, d)
             models[method] = train_step_hint(X, y, targets, seed=seed, alpha=alpha, hint_weight=hint_weight,

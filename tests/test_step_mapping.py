@@ -272,3 +272,11 @@ def test_run_step_hint_reports_every_method_and_every_step():
     students = {"untrained_student", "labels_alone", *P.HINT_METHODS}
     assert {(r["student"], r["rows"]) for r in out["scores"]} == {(s, k) for s in students for k in (2, 4, 6, 8)}
     assert all(0.0 <= r["cka"] <= 1.0 for r in out["scores"])
+
+
+def test_run_step_hint_can_skip_labels_alone_and_validates():
+    out = P.run_step_hint(seeds=(1,), transfer_size=10, steps=1, teacher_epochs=1, labels_alone=False)
+    assert {r["method"] for r in out["errors"]} == set(P.HINT_METHODS)
+    assert "labels_alone" not in {r["student"] for r in out["scores"]}
+    with pytest.raises(ValueError, match="'seeds' parameter of run_step_hint"):
+        P.run_step_hint(seeds=())
