@@ -261,11 +261,12 @@ def fit_step_map(states: Tensor, bands: Tensor, *, ridge: float = 1e-3) -> Linea
     to them by (ridge) least squares:
 
     .. math::
-        \\min_{W, b} \\sum_{k=1}^{S} \\sum_{n} \\lVert W h_{n,k} + b - t_{n,k} \\rVert^2
+        \\min_{W, b} \\sum_{\\ell=1}^{S} \\sum_{n} \\lVert W h_{n,\\ell} + b - k_{n,\\ell} \\rVert^2
         + \\lambda \\lVert W \\rVert_F^2
 
-    with :math:`h_{n,k}` the state after step k and :math:`t_{n,k}` band k of
-    the CNN's feature map for image n. Sharing W across the steps is the
+    with :math:`h_{n,\\ell}` the state after step ℓ and :math:`k_{n,\\ell}` band ℓ
+    of the CNN's feature map for image n (the map's input and target: rows of
+    S and K in chapter 1's notation). Sharing W across the steps is the
     sequence version of a 1 × 1 convolution: the same map at every position, as
     the source document's case study proposes (chapter 4, notebook 4).
 
@@ -275,7 +276,7 @@ def fit_step_map(states: Tensor, bands: Tensor, *, ridge: float = 1e-3) -> Linea
         ridge: λ ≥ 0.
 
     Returns:
-        The fitted :class:`LinearMap` (p → d); apply it to ``states[:, k]``.
+        The fitted :class:`LinearMap` (p → d); apply it to ``states[:, l]``.
 
     Example:
         >>> h = torch.randn(40, 4, 3)

@@ -295,22 +295,22 @@ def mean_entropy(probs: Tensor) -> float:
 
 
 class TargetObjective(nn.Module):
-    """α·CE on the labelled images + (1 − α)·T²·KL(p ‖ softmax(z_s / T)) on every image.
+    """α·CE on the labelled images + (1 − α)·τ²·KL(p ‖ softmax(z / τ)) on every image.
 
     .. math::
-        L = \\alpha\\,\\mathrm{CE}(z_s, y)\\big|_{y \\ne -1}
-            + (1 - \\alpha)\\,T^2\\,\\mathrm{KL}\\bigl(p_n \\,\\Vert\\, \\mathrm{softmax}(z_s / T)\\bigr)
+        L = \\alpha\\,\\mathrm{CE}(z, y)\\big|_{y \\ne -1}
+            + (1 - \\alpha)\\,\\tau^2\\,\\mathrm{KL}\\bigl(p_n \\,\\Vert\\, \\mathrm{softmax}(z / \\tau)\\bigr)
 
     One objective for a distilled student and all its controls: only the
-    target distributions ``targets`` (one row per training image) and T
-    change. With ``targets = soft_targets(z_t, T)`` it is Hinton et al.'s
-    distillation loss (:func:`~kt_helpers.fusion.kd_loss`); with one-hot rows
-    and T = 1 it is cross-entropy on those labels.
+    target distributions ``targets`` (one row per training image) and τ
+    change. With ``targets = soft_targets(v, τ)`` (v the teacher's logits) it
+    is Hinton et al.'s distillation loss (:func:`~kt_helpers.fusion.kd_loss`);
+    with one-hot rows and τ = 1 it is cross-entropy on those labels.
 
     Args:
         targets: of shape (N, C), rows summing to 1, row n for training image n.
         alpha: weight of the labels, in [0, 1].
-        temperature: T > 0 on the student's side.
+        temperature: τ > 0 on the student's side.
     """
 
     def __init__(self, targets: Tensor, *, alpha: float, temperature: float = 1.0) -> None:
@@ -396,7 +396,7 @@ def train_hint(
     """α·CE on the labelled rows + (1 − α)·β·hint toward ``hint_targets`` (N, d) through a learned linear map.
 
     .. math::
-        L = \\alpha\\,\\mathrm{CE}(z_s, y) + (1-\\alpha)\\,\\beta\\,\\lVert W h_s + b - t \\rVert^2 / d
+        L = \\alpha\\,\\mathrm{CE}(z, y) + (1-\\alpha)\\,\\beta\\,\\lVert W h + b - k \\rVert^2 / d
 
     ``hint_targets`` are standardised first (:func:`kt_helpers.case_study.standardise`):
     a trained teacher's features, an untrained one's, or the raw pixels, for the
@@ -435,11 +435,11 @@ class StepHintObjective(nn.Module):
 
     .. math::
         L = \\alpha\\,\\mathrm{CE}(z, y)\\big|_{y \\ne -1}
-            + (1-\\alpha)\\,\\beta\\,\\frac{1}{S\\,d}\\sum_{k=1}^{S} \\lVert W h_k + b - t_k \\rVert^2
+            + (1-\\alpha)\\,\\beta\\,\\frac{1}{S\\,d}\\sum_{\\ell=1}^{S} \\lVert W h_\\ell + b - k_\\ell \\rVert^2
 
-    with :math:`h_k` the student's state after ``rows[k]`` rows
-    (:meth:`~kt_helpers.models.RowRNN.states`) and :math:`t_k` the k-th
-    per-step target (a band of a teacher's feature map, or of the pixels). The
+    with :math:`z` the student's logits, :math:`h_\\ell` its state after
+    ``rows[ℓ]`` rows (:meth:`~kt_helpers.models.RowRNN.states`) and
+    :math:`k_\\ell` the ℓ-th per-step target (a band of a teacher's feature map, or of the pixels). The
     map ``(W, b)`` is an ``nn.Linear`` trained with the student — the learned
     counterpart of :func:`kt_helpers.mapping.fit_step_map` (FitNets' hint,
     Romero et al., 2015, applied at every step; chapter 4, notebook 4).
@@ -701,15 +701,15 @@ def _error(model: nn.Module, X: Tensor, y: Tensor) -> float:
 def targets_for(method: str, teacher_logits: Tensor, y_true: Tensor, temperature: float) -> tuple[Tensor, float]:
     """The targets of one method of :data:`TARGET_METHODS` and the temperature its student matches them at.
 
-    ``"soft"``: softmax(z_t / T), at T; ``"argmax"``: one-hot of the teacher's top class, at 1
+    ``"soft"``: softmax(v / τ) of the teacher's logits v, at τ; ``"argmax"``: one-hot of the teacher's top class, at 1
     (cross-entropy); ``"smoothed"``: that one-hot smoothed to the soft targets' mean entropy
-    (:func:`smoothed_to_entropy`), at T; ``"oracle"``: one-hot of ``y_true``, at 1.
+    (:func:`smoothed_to_entropy`), at τ; ``"oracle"``: one-hot of ``y_true``, at 1.
 
     Args:
         method: one of ``"soft"``, ``"argmax"``, ``"smoothed"``, ``"oracle"``.
         teacher_logits: of shape (N, C), the teacher's logits on the student's training images.
         y_true: of shape (N,), their true labels (used by ``"oracle"`` only).
-        temperature: T > 0 of the soft targets.
+        temperature: τ > 0 of the soft targets.
 
     Returns:
         ``(targets, T_student)``: targets of shape (N, C) for :class:`TargetObjective`, and its temperature.
@@ -770,7 +770,7 @@ def _train_method(config: HonestConfig, state: _Seed, method: str, n: int, alpha
 
 
 def select_on_validation(grid: list[dict], *, tolerance: float = 1e-9) -> dict:
-    """The (α, T) of lowest mean validation error; ties (within ``tolerance``) reported, and broken
+    """The (α, τ) of lowest mean validation error; ties (within ``tolerance``) reported, and broken
     toward the setting that teaches distillation: the highest T, then the lowest α.
 
     Args:
