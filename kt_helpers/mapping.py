@@ -23,7 +23,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ._validation import check_int, check_non_negative, check_same_rows, check_tensor
@@ -448,6 +447,8 @@ def match_weights(
             bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
             out.append((layer.weight.detach().double().cpu().numpy(), bias.detach().double().cpu().numpy()))
         return out
+
+    from scipy.optimize import linear_sum_assignment  # here, not at the top: half a second of SciPy
 
     A, B = params(reference), params(other)
     num_hidden = len(pos_a) - 1

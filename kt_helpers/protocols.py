@@ -33,11 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
 from ._validation import check_alpha, check_fraction, check_int, check_non_negative, check_positive, check_tensor
-from .data import NUM_CLASSES, TEST_SEED, DigitSplits, load_digits_tensors
+from .data import NUM_CLASSES, TEST_SEED, DigitSplits, load_digits_tensors, train_test_split
 from .fusion import TransferObjective
 from .models import DigitCNN, RowRNN
 from .train import fit, seed_everything
