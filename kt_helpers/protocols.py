@@ -550,7 +550,8 @@ def train_step_hint(
 
 def run_step_hint(seeds: Sequence[int] = (0, 1, 2), *, transfer_size: int = 543, steps: int = 150,
                   teacher_epochs: int = 20, alpha: float = 0.5, hint_weight: float = 1.0, ridge: float = 1e-3,
-                  lr: float = 3e-2, batch_size: int = 64, hidden_size: int = 64, labels_alone: bool = True) -> dict:
+                  lr: float = 3e-2, batch_size: int = 64, hidden_size: int = 64, labels_alone: bool = True,
+                  split_seed: int | None = None) -> dict:
     """The per-step mapping and the per-step hint with its controls, over seeds, with the honest teacher.
 
     For every seed: the splits and the teacher of :func:`disjoint_splits` and
@@ -567,6 +568,11 @@ def run_step_hint(seeds: Sequence[int] = (0, 1, 2), *, transfer_size: int = 543,
     images, CKA and R² per step on the test images
     (:func:`kt_helpers.mapping.step_scores`).
 
+    With ``split_seed`` given, every seed shares the splits and the teacher of
+    that seed (trained once), and a seed varies only the students' initial
+    weights, their batch order and the untrained teacher: cheaper, but the
+    spread over seeds then leaves out the split's and the teacher's.
+
     Returns:
         ``{"teacher": [...], "errors": [...], "scores": [...]}``: the teacher's
         ``test_error`` per seed; one row per (seed, method) with ``val_error``,
@@ -580,10 +586,15 @@ def run_step_hint(seeds: Sequence[int] = (0, 1, 2), *, transfer_size: int = 543,
         raise ValueError("The 'seeds' parameter of run_step_hint must hold at least one seed. Got none.")
     teachers, errors, scores = [], [], []
     options = dict(steps=steps, lr=lr, batch_size=batch_size, hidden_size=hidden_size)
+    shared = None
     for seed in seeds:
-        splits = disjoint_splits(seed)
-        teacher = train_disjoint_teacher(splits, seed=seed, epochs=teacher_epochs, batch_size=batch_size)
-        teachers.append({"seed": seed, "test_error": _error(teacher, splits.X_test, splits.y_test)})
+        if split_seed is None or shared is None:
+            data_seed = seed if split_seed is None else split_seed
+            splits = disjoint_splits(data_seed)
+            teacher = train_disjoint_teacher(splits, seed=data_seed, epochs=teacher_epochs, batch_size=batch_size)
+            shared = (splits, teacher)
+            teachers.append({"seed": data_seed, "test_error": _error(teacher, splits.X_test, splits.y_test)})
+        splits, teacher = shared
         student = splits.student(transfer_size)
         X, y = student.X_train, student.y_student  # (57 + n, 1, 8, 8), (57 + n,) with -1 for transfer images
         models = {"untrained_student": _student(seed, hidden_size).eval()}

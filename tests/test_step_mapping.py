@@ -280,3 +280,9 @@ def test_run_step_hint_can_skip_labels_alone_and_validates():
     assert "labels_alone" not in {r["student"] for r in out["scores"]}
     with pytest.raises(ValueError, match="'seeds' parameter of run_step_hint"):
         P.run_step_hint(seeds=())
+
+
+def test_run_step_hint_with_a_shared_split_trains_one_teacher():
+    out = P.run_step_hint(seeds=(0, 1), transfer_size=10, steps=1, teacher_epochs=1, labels_alone=False, split_seed=3)
+    assert [r["seed"] for r in out["teacher"]] == [3]  # one split, one teacher
+    assert {r["seed"] for r in out["errors"]} == {0, 1}
