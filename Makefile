@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 HTML   := _build/html
 
-.PHONY: setup book build open serve test test-claims execute browser-deps colab student book-no-solutions clean help
+.PHONY: setup book build open serve test test-claims execute browser-deps colab student book-no-solutions assignments clean help
 
 help:
 	@echo "make book      build the book into $(HTML) and open it"
@@ -22,6 +22,7 @@ help:
 	@echo "make colab     regenerate the Colab edition in colab/ (commit it with the notebooks)"
 	@echo "make student   write student notebooks (no solutions, answer cells) to student/"
 	@echo "make book-no-solutions   build the site without solutions into _build/no-solutions"
+	@echo "make assignments  build the graded assignments (otter-grader) into assignments/dist/"
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +64,12 @@ book-no-solutions: $(STAMP)
 	$(PY) -m kt_helpers.course no-solutions-config _build/no_solutions_config.yml
 	$(VENV)/bin/jupyter-book build . --config _build/no_solutions_config.yml --path-output _build/no-solutions -W -n --keep-going
 
+# The graded assignments: otter assign on each master in assignments/src, into
+# assignments/dist/<name>/{autograder,student} (not committed: the autograder folder
+# holds the solutions and hidden tests; publish the student notebooks).
+assignments: $(STAMP)
+	$(PY) scripts/build_assignments.py
+
 # Browser tests need Debian's chromium and chromium-driver. Installed here when
 # missing and possible (root with apt-get); otherwise the browser tests are
 # skipped with a message, except under CI, where they must run.
@@ -88,4 +95,4 @@ test-claims: $(STAMP)
 	$(PY) scripts/check_claims.py --kernels default
 
 clean:
-	rm -rf _build student
+	rm -rf _build student assignments/dist
