@@ -90,10 +90,11 @@ def setup_cell_source(url: str, branch: str) -> str:
 def requirements(url: str, branch: str) -> str:
     """The autograder's requirements.txt: the helper package from the repository.
 
+    An archive URL rather than ``git+``, so that the grading image needs no git.
     Otter adds its own defaults (otter-grader and friends); torch and numpy come
     with ``kt_helpers``'s dependencies.
     """
-    return f"kt-helpers @ git+{url}@{branch}\n"
+    return f"kt-helpers @ {url.rstrip('/')}/archive/refs/heads/{branch}.zip\n"
 
 
 def masters(src: Path = SRC) -> list[Path]:

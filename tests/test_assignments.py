@@ -97,3 +97,33 @@ def test_autograder_full_marks_on_solution_less_on_blank(built, name: str, tmp_p
     blank = build_assignments.grade(b.autograder_zip, b.student, tmp_path / "student")
     assert blank.possible == solution.possible
     assert blank.score < blank.possible, json.dumps(blank.by_question)
+
+
+def test_colab_setup_writes_the_public_tests(built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Colab (faked here) the setup cell writes the notebook's public tests to tests/,
+    where otter's grader reads them, and otter can run them."""
+    import types
+
+    b = built["ch02_four_steps"]
+    student = json.loads(b.student.read_text())
+    message = types.SimpleNamespace(blocking_request=lambda *a, **k: {"ipynb": student})
+    colab = types.ModuleType("google.colab")
+    colab._message = message
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab._message", message)
+    monkeypatch.chdir(tmp_path)
+    setup = next(c for c in student["cells"] if build_assignments.SETUP_TAG in c["metadata"].get("tags", []))
+    exec("".join(setup["source"]), {})
+    written = sorted(p.stem for p in (tmp_path / "tests").glob("*.py"))
+    assert written == sorted(student["metadata"]["otter"]["tests"])
+    # The written public test of q1 fails on a blank answer and passes on a right one.
+    import torch
+    from otter.test_files.ok_test import OKTestFile
+
+    q1 = str(tmp_path / "tests" / "q1.py")
+    blank, right = OKTestFile.from_file(q1), OKTestFile.from_file(q1)
+    blank.run({"torch": torch, "my_soft_targets": lambda z, t: None})
+    right.run({"torch": torch, "my_soft_targets": lambda z, t: torch.softmax(z / t, dim=1)})
+    assert not blank.passed_all
+    assert right.passed_all
