@@ -45,7 +45,7 @@ from kt_helpers import course  # noqa: E402
 
 SRC = ROOT / "assignments" / "src"
 DIST = ROOT / "assignments" / "dist"
-SETUP_TAG = "kt-setup"
+SETUP_TAG = course.SETUP_TAG  # "colab-setup": a generated cell, like the chapters' setup cells
 OTTER_VERSION = "7.0.0"
 
 
@@ -154,6 +154,9 @@ def build(master: Path, out: Path, url: str, branch: str) -> Built:
         raise RuntimeError(f"otter assign wrote {len(zips)} autograder zips for {name}, expected 1")
     stable = dest / "autograder" / "autograder.zip"
     zips[0].rename(stable)
+    # A loose copy of what the zip's environment.yml already lists; the repository URL
+    # is written in _config.yml and generated cells only (tests/test_course_kit.py).
+    (dest / "autograder" / "requirements.txt").unlink(missing_ok=True)
     return Built(name, dest / "autograder" / master.name, dest / "student" / master.name, stable)
 
 
