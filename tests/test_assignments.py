@@ -127,3 +127,43 @@ def test_colab_setup_writes_the_public_tests(built, tmp_path: Path, monkeypatch:
     right.run({"torch": torch, "my_soft_targets": lambda z, t: torch.softmax(z / t, dim=1)})
     assert not blank.passed_all
     assert right.passed_all
+
+
+def _hidden_test(built, name: str, question: str, tmp_path: Path):
+    """The question's full test file (hidden cases included) from the autograder zip."""
+    import zipfile
+
+    from otter.test_files.ok_test import OKTestFile
+
+    with zipfile.ZipFile(built[name].autograder_zip) as archive:
+        path = tmp_path / f"{question}.py"
+        path.write_bytes(archive.read(f"tests/{question}.py"))
+    return OKTestFile.from_file(str(path))
+
+
+def test_hidden_tests_catch_typical_mistakes_that_public_tests_miss(built, tmp_path: Path) -> None:
+    """A distillation loss without its tau^2 and a gradient with 1/tau instead of tau pass
+    the public tests but not the hidden ones."""
+    import torch
+    import torch.nn.functional as F
+
+    from kt_helpers import fusion, mapping, metrics, models
+
+    def kd_without_tau2(zs, zt, y, alpha, tau):
+        soft = F.kl_div(F.log_softmax(zs / tau, dim=1), F.softmax(zt / tau, dim=1), reduction="batchmean")
+        return alpha * F.cross_entropy(zs, y) + (1 - alpha) * soft
+
+    def gradient_over_tau(zs, zt, y, alpha, tau):
+        q, p = F.softmax(zs / tau, dim=1), F.softmax(zt / tau, dim=1)
+        hard = F.softmax(zs, dim=1) - F.one_hot(y, zs.shape[1])
+        return (alpha * hard + (1 - alpha) * (q - p) / tau) / zs.shape[0]
+
+    env = {"torch": torch, "F": F, "fusion": fusion, "mapping": mapping, "metrics": metrics, "models": models}
+    for name, question, wrong in (
+        ("ch02_four_steps", "q2", {"my_kd_loss": kd_without_tau2}),
+        ("ch03_mathematics", "q2", {"kd_gradient": gradient_over_tau}),
+    ):
+        test = _hidden_test(built, name, question, tmp_path)
+        test.run({**env, **wrong})
+        assert test.passed_all_public, f"{name} {question}: the public tests should not catch this"
+        assert not test.passed_all, f"{name} {question}: the hidden tests miss a typical mistake"
