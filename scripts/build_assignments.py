@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -129,9 +130,9 @@ class Built:
     autograder_zip: Path
 
 
-def _otter(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _otter(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "otter", *args], cwd=cwd, capture_output=True, text=True
+        [sys.executable, "-m", "otter", *args], cwd=cwd, capture_output=True, text=True, env=env
     )
 
 
@@ -184,9 +185,12 @@ class Grade:
 def grade(autograder_zip: Path, notebook: Path, out: Path) -> Grade:
     """Grade a notebook with ``otter run`` (no Docker: it runs in this Python)."""
     out.mkdir(parents=True, exist_ok=True)
+    # The setup cell turns kt_helpers' training cache on: grade from an empty one, so that
+    # every model the notebook trains is trained in this run.
+    env = {**os.environ, "KT_CACHE_DIR": str((out / "kt_cache").resolve())}
     done = _otter(
         "run", "--no-logo", "-a", str(autograder_zip.resolve()), "-o", str(out.resolve()),
-        str(notebook.resolve()), cwd=out,
+        str(notebook.resolve()), cwd=out, env=env,
     )
     results = out / "results.json"
     if done.returncode != 0 or not results.exists():
