@@ -10,10 +10,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 HTML   := _build/html
 
-.PHONY: setup book build open serve test test-claims execute browser-deps colab student book-no-solutions clean help
+.PHONY: setup book build build-en build-zh translations open serve test test-claims execute browser-deps colab student book-no-solutions clean help
 
 help:
-	@echo "make book      build the book into $(HTML) and open it"
+	@echo "make book      build the book into $(HTML) (English) and $(HTML)/zh_CN (Chinese) and open it"
+	@echo "make translations  extract the English messages and update the Chinese catalogues in locales/zh_CN"
 	@echo "make test      run every test (unit, doctests, notebooks under nbval, build, browser)"
 	@echo "make test-claims  re-execute every notebook and check the prose's claims (no digits compared),"
 	@echo "                  with the pinned kernels and with PyTorch's generic ones"
@@ -32,8 +33,25 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 setup: $(STAMP)
 
-build: $(STAMP)
+build: build-en build-zh
+
+build-en: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+# The Chinese edition: the same sources, with the messages of
+# locales/zh_CN/LC_MESSAGES/<page>.po (untranslated ones stay in English),
+# built into $(HTML)/zh_CN/ next to the English site (see CONTRIBUTING.md).
+build-zh: $(STAMP)
+	$(PY) scripts/translations.py config _build/zh_CN/_config.yml
+	$(VENV)/bin/jupyter-book build . --config _build/zh_CN/_config.yml --path-output _build/zh_CN -W -n --keep-going
+	rm -rf $(HTML)/zh_CN
+	mkdir -p $(HTML)
+	cp -r _build/zh_CN/_build/html $(HTML)/zh_CN
+
+# After an English change: new messages are added to the catalogues, changed
+# ones marked fuzzy; then translate them (tests/test_translations.py says where).
+translations: $(STAMP)
+	$(PY) scripts/translations.py update
 
 open:
 	@echo "The book is at file://$(CURDIR)/$(HTML)/index.html"

@@ -1,0 +1,222 @@
+"""The book's Chinese edition: its configuration, its catalogues and their state.
+
+The Chinese site is built from the same sources as the English one, through
+Sphinx's internationalisation: every translatable piece of text of a page (a
+paragraph, a heading, a figure caption, a table cell, an exercise title) is a
+message, and ``locales/zh_CN/LC_MESSAGES/<page>.po`` holds its translation.
+A message without a translation, or whose English changed since it was
+translated (gettext marks it *fuzzy*), is shown in English.
+
+Commands (run from the book's root, normally through ``make``)::
+
+    python scripts/translations.py config OUT      # the Chinese site's _config.yml (make book)
+    python scripts/translations.py extract         # the English messages -> _build/gettext/*.pot
+    python scripts/translations.py update          # extract, then sphinx-intl update (make translations)
+    python scripts/translations.py status          # per page: messages, translated, fuzzy, missing
+
+``tests/test_translations.py`` uses :func:`page_status` and the settings in
+``locales/translations.yml`` (the stale threshold and the pages not yet
+translated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LANGUAGE = "zh_CN"
+LOCALES = ROOT / "locales"
+CATALOGUES = LOCALES / LANGUAGE / "LC_MESSAGES"
+SETTINGS = LOCALES / "translations.yml"
+#: Where the gettext builder writes one .pot per page (and keeps its doctrees).
+GETTEXT_BUILD = ROOT / "_build" / "i18n"
+POT_DIR = GETTEXT_BUILD / "_build" / "gettext"
+
+#: What the Chinese build changes in _config.yml (merged into sphinx.config).
+CHINESE = {
+    "title": "深度学习模型之间的知识迁移",
+    "sphinx_config": {
+        "language": LANGUAGE,
+        "html_theme_options": {"search_bar_text": "搜索本书……"},
+        # The link on every page to its English twin, one folder up.
+        "book_language_switch": {"root": "../", "lang": "en", "label": "English"},
+        # Sphinx's Chinese search index splits words with jieba (a dependency,
+        # requirements.txt); without it, it would index single characters.
+        "html_search_language": "zh",
+    },
+}
+
+
+def _venv_tool(name: str) -> str:
+    """A command of the running Python's environment (jupyter-book, sphinx-intl)."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+def pages(root: Path = ROOT) -> list[str]:
+    """Every page of the book, as Sphinx names it (``chapters/02_four_steps``), in toc order."""
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    names = [toc["root"]]
+
+    def walk(items):
+        for item in items or []:
+            names.append(item["file"])
+            walk(item.get("sections"))
+
+    for part in toc.get("parts", [toc]):
+        walk(part.get("chapters"))
+    return names
+
+
+def write_config(out: Path, root: Path = ROOT) -> Path:
+    """Write the Chinese site's ``_config.yml``: the book's own, plus :data:`CHINESE`.
+
+    Paths in it are made absolute, because Jupyter Book resolves them against
+    the folder of the config file, which is not the book's root.
+    """
+    import yaml
+
+    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
+    config["title"] = CHINESE["title"]
+    sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
+    for key, value in CHINESE["sphinx_config"].items():
+        if isinstance(value, dict) and isinstance(sphinx_config.get(key), dict):
+            sphinx_config[key] = {**sphinx_config[key], **value}
+        else:
+            sphinx_config[key] = value
+    sphinx_config["locale_dirs"] = [str((root / d).resolve()) for d in sphinx_config.get("locale_dirs", ["locales"])]
+    config["bibtex_bibfiles"] = [str((root / b).resolve()) for b in config.get("bibtex_bibfiles", [])]
+    extensions = config.get("sphinx", {}).get("local_extensions") or {}
+    for name, folder in extensions.items():
+        extensions[name] = str((root / folder).resolve())
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return out
+
+
+def extract(root: Path = ROOT) -> Path:
+    """Extract every page's English messages into ``_build/i18n/_build/gettext/<page>.pot``.
+
+    Sphinx's gettext builder through Jupyter Book (the same configuration as
+    the site). Incremental: only changed pages are read again.
+    """
+    subprocess.run(
+        [_venv_tool("jupyter-book"), "build", str(root), "--builder", "custom", "--custom-builder", "gettext",
+         "--path-output", str(GETTEXT_BUILD), "-W", "-n", "--keep-going", "--quiet"],
+        check=True,
+    )
+    return POT_DIR
+
+
+def update(root: Path = ROOT) -> None:
+    """Extract, then bring every page's catalogue up to date with ``sphinx-intl update``.
+
+    New English messages are added untranslated, changed ones are marked
+    fuzzy (with the old translation kept as a suggestion), removed ones are
+    dropped (kept as obsolete ``#~`` entries).
+    """
+    pot_dir = extract(root)
+    subprocess.run(
+        [_venv_tool("sphinx-intl"), "update", "-p", str(pot_dir), "-l", LANGUAGE, "-d", str(root / "locales"),
+         "-w", "79"],
+        check=True,
+    )
+
+
+@dataclass
+class PageStatus:
+    """How much of a page's English text has a current translation."""
+
+    page: str
+    messages: int  # messages of the page's current English text
+    translated: int  # with a current translation
+    fuzzy: int  # translated once, but the English changed since (shown in English)
+    missing: int  # no translation, or no entry in the catalogue at all (shown in English)
+
+    @property
+    def stale(self) -> int:
+        return self.fuzzy + self.missing
+
+    @property
+    def stale_fraction(self) -> float:
+        return self.stale / self.messages if self.messages else 0.0
+
+
+def page_status(page: str, pot_dir: Path = POT_DIR, catalogues: Path = CATALOGUES) -> PageStatus:
+    """Compare a page's current English messages (its .pot) with its catalogue (.po).
+
+    A message counts as translated only when the catalogue has the same
+    English text with a translation that is not fuzzy: a message that is
+    in the .pot but not yet in the .po (``make translations`` not run since
+    the English changed) counts as missing.
+    """
+    from babel.messages.pofile import read_po
+
+    with open(pot_dir / f"{page}.pot", "rb") as f:
+        template = read_po(f)
+    po_file = catalogues / f"{page}.po"
+    catalogue = None
+    if po_file.is_file():
+        with open(po_file, "rb") as f:
+            catalogue = read_po(f)
+    messages = translated = fuzzy = missing = 0
+    for message in template:
+        if not message.id:
+            continue  # the header
+        messages += 1
+        entry = catalogue.get(message.id, message.context) if catalogue is not None else None
+        if entry is None or not entry.string:
+            missing += 1
+        elif entry.fuzzy:
+            fuzzy += 1
+        else:
+            translated += 1
+    return PageStatus(page, messages, translated, fuzzy, missing)
+
+
+def load_settings(path: Path = SETTINGS) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_config = sub.add_parser("config", help="write the Chinese site's _config.yml")
+    p_config.add_argument("out", type=Path)
+    sub.add_parser("extract", help="extract the English messages into _build/i18n/_build/gettext")
+    sub.add_parser("update", help="extract, then update every catalogue (sphinx-intl update)")
+    p_status = sub.add_parser("status", help="per page: messages, translated, fuzzy, missing")
+    p_status.add_argument("--no-extract", action="store_true", help="use the .pot files already extracted")
+    args = parser.parse_args(argv)
+    if args.command == "config":
+        print(write_config(args.out))
+    elif args.command == "extract":
+        print(extract())
+    elif args.command == "update":
+        update()
+    elif args.command == "status":
+        if not args.no_extract:
+            extract()
+        waiting = set(load_settings().get("not_yet_translated") or [])
+        print(f"{'page':55} {'msgs':>5} {'done':>5} {'fuzzy':>5} {'missing':>7}")
+        for page in pages():
+            s = page_status(page)
+            note = "  (not yet translated)" if page in waiting else ""
+            print(f"{page:55} {s.messages:5} {s.translated:5} {s.fuzzy:5} {s.missing:7}{note}")
+    return 0
+
+
+if __name__ == "__main__":
+    if not shutil.which("jupyter-book") and not Path(sys.executable).with_name("jupyter-book").exists():
+        sys.exit("jupyter-book is not installed in this environment (make setup).")
+    sys.exit(main())
