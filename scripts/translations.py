@@ -13,6 +13,8 @@ Commands (run from the book's root, normally through ``make``)::
     python scripts/translations.py extract         # the English messages -> _build/gettext/*.pot
     python scripts/translations.py update          # extract, then sphinx-intl update (make translations)
     python scripts/translations.py status          # per page: messages, translated, fuzzy, missing
+    python scripts/translations.py todo PAGE > F   # a page's stale messages, numbered, to translate in F
+    python scripts/translations.py apply PAGE F    # write F's translations into the page's catalogue
 
 ``tests/test_translations.py`` uses :func:`page_status` and the settings in
 ``locales/translations.yml`` (the stale threshold and the pages not yet
@@ -182,6 +184,60 @@ def page_status(page: str, pot_dir: Path = POT_DIR, catalogues: Path = CATALOGUE
     return PageStatus(page, messages, translated, fuzzy, missing)
 
 
+def todo(page: str, catalogues: Path = CATALOGUES) -> str:
+    """The page's messages that need a translation (missing or fuzzy), numbered.
+
+    The text is a work sheet for :func:`apply`: under each ``### N`` header
+    the English (``#`` lines, with the old translation of a fuzzy message),
+    then the translation to write in its place. A sheet line ``=`` keeps the
+    English as it is (a name, a reference, a formula).
+    """
+    from babel.messages.pofile import read_po
+
+    with open(catalogues / f"{page}.po", "rb") as f:
+        catalogue = read_po(f)
+    lines = [f"# Work sheet for locales/{LANGUAGE}/LC_MESSAGES/{page}.po (scripts/translations.py apply)."]
+    for number, message in enumerate(catalogue):
+        if not message.id or (message.string and not message.fuzzy):
+            continue
+        lines.append(f"### {number}")
+        lines += [f"# {line}" for line in message.id.split("\n")]
+        if message.fuzzy and message.string:
+            lines += [f"# (old translation) {line}" for line in message.string.split("\n")]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def apply(page: str, sheet: str, catalogues: Path = CATALOGUES) -> int:
+    """Write a work sheet's translations (see :func:`todo`) into the page's catalogue.
+
+    Returns how many messages were translated. A translated message is no
+    longer fuzzy.
+    """
+    import re
+
+    from babel.messages.pofile import read_po, write_po
+
+    po_file = catalogues / f"{page}.po"
+    with open(po_file, "rb") as f:
+        catalogue = read_po(f)
+    messages = list(catalogue)
+    written = 0
+    for block in re.split(r"^### ", sheet, flags=re.M)[1:]:
+        head, _, body = block.partition("\n")
+        text = "\n".join(line for line in body.split("\n") if not line.startswith("#")).strip()
+        if not text:
+            continue
+        message = messages[int(head.strip())]
+        message.string = message.id if text == "=" else text
+        message.flags.discard("fuzzy")
+        message.previous_id = ()
+        written += 1
+    with open(po_file, "wb") as f:
+        write_po(f, catalogue, width=79)
+    return written
+
+
 def load_settings(path: Path = SETTINGS) -> dict:
     import yaml
 
@@ -197,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("update", help="extract, then update every catalogue (sphinx-intl update)")
     p_status = sub.add_parser("status", help="per page: messages, translated, fuzzy, missing")
     p_status.add_argument("--no-extract", action="store_true", help="use the .pot files already extracted")
+    p_todo = sub.add_parser("todo", help="print a page's messages that need a translation, as a work sheet")
+    p_todo.add_argument("page", help="the page as in _toc.yml, e.g. chapters/02_four_steps")
+    p_apply = sub.add_parser("apply", help="write a work sheet's translations into the page's catalogue")
+    p_apply.add_argument("page")
+    p_apply.add_argument("sheet", type=Path)
     args = parser.parse_args(argv)
     if args.command == "config":
         print(write_config(args.out))
@@ -204,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         print(extract())
     elif args.command == "update":
         update()
+    elif args.command == "todo":
+        sys.stdout.write(todo(args.page))
+    elif args.command == "apply":
+        print(f"{apply(args.page, args.sheet.read_text(encoding='utf-8'))} messages translated")
     elif args.command == "status":
         if not args.no_extract:
             extract()
