@@ -126,11 +126,85 @@ def update(root: Path = ROOT) -> None:
     dropped (kept as obsolete ``#~`` entries).
     """
     pot_dir = extract(root)
+    carried = carry_number_changes(pot_dir, root / "locales" / LANGUAGE / "LC_MESSAGES")
+    for page, count in carried.items():
+        print(f"{page}: {count} translations carried over a change of numbers only")
     subprocess.run(
         [_venv_tool("sphinx-intl"), "update", "-p", str(pot_dir), "-l", LANGUAGE, "-d", str(root / "locales"),
          "-w", "79"],
         check=True,
     )
+
+
+_NUMBER = r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)"
+
+
+def _renumber(old_id: str, new_id: str, old_string: str) -> str | None:
+    """``old_string`` with the numbers that changed from ``old_id`` to ``new_id`` replaced.
+
+    None unless the two ids differ in numbers only and each changed number
+    occurs exactly once in the translation (anything else is left to a person).
+    """
+    import re
+
+    if re.sub(_NUMBER, "#", old_id) != re.sub(_NUMBER, "#", new_id):
+        return None
+    old_numbers, new_numbers = re.findall(_NUMBER, old_id), re.findall(_NUMBER, new_id)
+    result = old_string
+    for old, new in zip(old_numbers, new_numbers):
+        if old == new:
+            continue
+        pattern = rf"(?<![\w.]){re.escape(old)}(?![\w]|\.\d)"
+        if len(re.findall(pattern, result)) != 1:
+            return None
+        result = re.sub(pattern, new, result)
+    return result
+
+
+def carry_number_changes(pot_dir: Path, catalogues: Path = CATALOGUES) -> dict[str, int]:
+    """Carry translations over English changes of numbers only, before ``sphinx-intl update``.
+
+    ``scripts/execute_notebooks.py`` rewrites every notebook's "**Run time:** N s"
+    sentence, and benchmarks rewrite their tables: such a change would
+    otherwise make the translation fuzzy on every execution. A translated
+    message whose English now differs only in its numbers gets the new
+    numbers in its translation (see :func:`_renumber`); every other change is
+    left to ``sphinx-intl update``, which marks it fuzzy.
+    """
+    import re
+
+    from babel.messages.pofile import read_po, write_po
+
+    carried: dict[str, int] = {}
+    for pot_file in sorted(pot_dir.rglob("*.pot")):
+        page = pot_file.relative_to(pot_dir).with_suffix("").as_posix()
+        po_file = catalogues / f"{page}.po"
+        if not po_file.is_file():
+            continue
+        with open(pot_file, "rb") as f:
+            template = read_po(f)
+        with open(po_file, "rb") as f:
+            catalogue = read_po(f)
+        by_shape: dict[str, list] = {}
+        for message in catalogue:
+            if message.id and message.string and not message.fuzzy:
+                by_shape.setdefault(re.sub(_NUMBER, "#", message.id), []).append(message)
+        count = 0
+        for message in template:
+            if not message.id or catalogue.get(message.id) is not None:
+                continue
+            candidates = by_shape.get(re.sub(_NUMBER, "#", message.id), [])
+            if len(candidates) != 1:
+                continue
+            string = _renumber(candidates[0].id, message.id, candidates[0].string)
+            if string is not None:
+                catalogue.add(message.id, string, context=message.context)
+                count += 1
+        if count:
+            with open(po_file, "wb") as f:
+                write_po(f, catalogue, width=79)
+            carried[page] = count
+    return carried
 
 
 @dataclass
