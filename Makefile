@@ -81,7 +81,8 @@ book-no-solutions: $(STAMP)
 	$(PY) -m kt_helpers.course no-solutions-config _build/no_solutions_config.yml
 	$(VENV)/bin/jupyter-book build . --config _build/no_solutions_config.yml --path-output _build/no-solutions -W -n --keep-going
 
-# Browser tests need Debian's chromium and chromium-driver. Installed here when
+# Browser tests need Debian's chromium and chromium-driver (and a Chinese font,
+# for the Chinese site). Installed here when
 # missing and possible (root with apt-get); otherwise the browser tests are
 # skipped with a message, except under CI, where they must run.
 browser-deps:
@@ -91,6 +92,15 @@ browser-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else \
 	    echo "chromium-driver is missing and cannot be installed here: browser tests will be skipped."; \
+	  fi; \
+	fi
+	@# A Chinese font, for the Chinese site's pages and screenshots (tests/test_site_zh.py).
+	@if command -v fc-list >/dev/null && [ -z "$$(fc-list :lang=zh)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing a Chinese font (fonts-wqy-microhei) for the browser tests..."; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei >/dev/null; \
+	  else \
+	    echo "No Chinese font: install fonts-wqy-microhei (or fonts-noto-cjk), or the Chinese browser tests fail."; \
 	  fi; \
 	fi
 

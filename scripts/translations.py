@@ -52,6 +52,11 @@ CHINESE = {
         "html_search_language": "zh",
     },
 }
+#: Words jieba must keep whole in the search index: the glossary's terms. Sphinx
+#: splits a reader's query only at spaces and punctuation (in the browser, without
+#: jieba), so a query such as 知识迁移 finds pages only if the index has that word;
+#: jieba alone would index it as 知识 + 迁移. With this dictionary it indexes both.
+SEARCH_WORDS = LOCALES / LANGUAGE / "search_words.txt"
 
 
 def _venv_tool(name: str) -> str:
@@ -93,6 +98,7 @@ def write_config(out: Path, root: Path = ROOT) -> Path:
             sphinx_config[key] = {**sphinx_config[key], **value}
         else:
             sphinx_config[key] = value
+    sphinx_config["html_search_options"] = {"dict": str(SEARCH_WORDS.resolve())}
     sphinx_config["locale_dirs"] = [str((root / d).resolve()) for d in sphinx_config.get("locale_dirs", ["locales"])]
     config["bibtex_bibfiles"] = [str((root / b).resolve()) for b in config.get("bibtex_bibfiles", [])]
     extensions = config.get("sphinx", {}).get("local_extensions") or {}

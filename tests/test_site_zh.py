@@ -27,7 +27,8 @@ import pytest
 
 try:  # tests/ on sys.path (rootdir-relative collection)
     from site_fixtures import (
-        ROOT, SITE_DIR, ZH_PREFIX, ZH_SCREENSHOT_DIR, ZH_SEARCH_TERM, missing_prerequisite, run_crawl, site_path,
+        ROOT, SITE_DIR, ZH_PREFIX, ZH_SCREENSHOT_DIR, ZH_SEARCH_TERM, SiteServer, missing_prerequisite,
+        run_crawl, site_path, start_chrome,
     )
     from test_site import (  # the checks that hold for any page, run here on the Chinese crawl
         TOC, TOC_PAGES, report, test_every_equation_is_typeset, test_every_image_loads,
@@ -37,7 +38,8 @@ try:  # tests/ on sys.path (rootdir-relative collection)
     )
 except ImportError:  # pragma: no cover - collected as tests.test_site_zh (--import-mode=importlib)
     from .site_fixtures import (
-        ROOT, SITE_DIR, ZH_PREFIX, ZH_SCREENSHOT_DIR, ZH_SEARCH_TERM, missing_prerequisite, run_crawl, site_path,
+        ROOT, SITE_DIR, ZH_PREFIX, ZH_SCREENSHOT_DIR, ZH_SEARCH_TERM, SiteServer, missing_prerequisite,
+        run_crawl, site_path, start_chrome,
     )
     from .test_site import (
         TOC, TOC_PAGES, report, test_every_equation_is_typeset, test_every_image_loads,
@@ -215,6 +217,45 @@ def test_search_finds_a_chinese_term_of_the_book(site):
     # Pages whose Chinese text uses the term must be among the results.
     expected = {ZH_PREFIX + p for p in ("intro.html", "appendices/glossary.html")}
     assert expected <= hits, f"search for {ZH_SEARCH_TERM} misses {sorted(expected - hits)}; it found {sorted(hits)}"
+
+
+#: Draws a Chinese character and a private-use character (which no font has: the
+#: "tofu" box) on a canvas, in the page's own font; equal pixels mean that the
+#: browser has no font for Chinese and the reader sees boxes.
+CJK_GLYPH_JS = r"""
+const font = getComputedStyle(document.querySelector("article") || document.body).fontFamily;
+const draw = text => {
+  const c = document.createElement("canvas");
+  c.width = 64; c.height = 64;
+  const g = c.getContext("2d");
+  g.font = "40px " + font;
+  g.fillText(text, 8, 48);
+  return c.toDataURL();
+};
+return draw("\u8fc1") !== draw("\ue000");
+"""
+
+
+def test_chinese_text_is_drawn_with_a_chinese_font(site):
+    """Without a Chinese font the browser draws every character as a box (tofu) and the
+    screenshots show nothing readable; the other checks cannot see it."""
+    import shutil
+    import tempfile
+
+    server = SiteServer(SITE_DIR)
+    profile = tempfile.mkdtemp(prefix="kt-chromium-")
+    driver = start_chrome(profile)
+    try:
+        driver.get(server.base + ZH_PAGES[0])
+        drawn = driver.execute_script(CJK_GLYPH_JS)
+    finally:
+        driver.quit()
+        server.close()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert drawn, (
+        "the browser has no font for Chinese: the pages and screenshots show boxes. Install one "
+        "(`make browser-deps` as root installs fonts-wqy-microhei)"
+    )
 
 
 def test_screenshots_are_written(site):

@@ -272,3 +272,14 @@ def test_carry_number_changes_rewrites_the_catalogue(tmp_path):
     status = translations.page_status("page", pot, po)
     assert (status.messages, status.translated) == (1, 1)
     assert "用时 12 s。" in (po / "page.po").read_text(encoding="utf-8")
+
+
+def test_the_search_index_keeps_the_glossary_terms_whole(tmp_path):
+    """The reader's query is split only at spaces in the browser: 知识迁移 must be a word of the index."""
+    import yaml
+
+    config = yaml.safe_load(translations.write_config(tmp_path / "_config.yml", ROOT).read_text(encoding="utf-8"))
+    dictionary = Path(config["sphinx"]["config"]["html_search_options"]["dict"])
+    words = {line.split()[0] for line in dictionary.read_text(encoding="utf-8").splitlines() if line.strip()}
+    missing = sorted(set(TERMS.values()) - words)
+    assert not missing, f"{dictionary} lacks the glossary terms {missing}"
