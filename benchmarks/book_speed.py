@@ -52,11 +52,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from execute_notebooks import notebook_client  # noqa: E402
-from kt_helpers import course, reproducibility  # noqa: E402
+from kt_helpers import cache, course, reproducibility  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "book_speed.json"
 #: The cost of the pinned kernels, as a Markdown table the "How to run" appendix includes.
 PINNING_COST = ROOT / "benchmarks" / "results" / "pinning_cost.md"
+#: Where each notebook's time goes (``--profile``), included by CONTRIBUTING.md's speed section.
+PROFILE = ROOT / "benchmarks" / "results" / "profile.md"
 NOTEBOOK_TARGET_S = 60.0
 TOTAL_TARGET_S = 300.0
 BUILD_TARGET_S = 60.0
@@ -78,13 +80,73 @@ def copy_book(dest: Path) -> Path:
     return book
 
 
-def time_notebook(path: Path, timeout: int) -> tuple[float, str | None]:
-    """Run one notebook top to bottom in a fresh kernel; return (seconds, error or None)."""
+#: Per-cell times of the last notebook run by :func:`time_notebook` (``--profile``).
+LAST_CELLS: list[dict] = []
+
+
+def _cell_seconds(cell) -> float | None:
+    """A code cell's run time from nbclient's timing metadata (None when it did not run)."""
+    timing = cell.get("metadata", {}).get("execution", {})
+    began, ended = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+    if not (began and ended):
+        return None
+    parse = datetime.datetime.fromisoformat
+    return (parse(ended.replace("Z", "+00:00")) - parse(began.replace("Z", "+00:00"))).total_seconds()
+
+
+def _cell_label(cell, index: int) -> str:
+    """A short name for a code cell: its first line of code that is not a comment."""
+    for line in cell.source.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return f"cell {index}: {line[:70]}"
+    return f"cell {index}"
+
+
+#: Cells that ``--profile`` adds around a notebook: cProfile over all its cells.
+_PROFILE_START = "import cProfile as _kt_cprofile\n_kt_profile = _kt_cprofile.Profile()\n_kt_profile.enable()"
+_PROFILE_STOP = "_kt_profile.disable()\n_kt_profile.dump_stats({path!r})"
+#: Functions whose cumulative time the profile table names (besides kt_helpers' own).
+_PROFILED_ALSO = {
+    "backward": "torch backward",
+    "print_figure": "drawing figures",
+    "_find_and_load": "imports",
+}
+
+
+def summarise_profile(stats_path: Path, top: int = 4) -> list[dict]:
+    """The ``top`` kt_helpers functions by cumulative time, plus imports, backward and drawing."""
+    import pstats
+
+    stats = pstats.Stats(str(stats_path)).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+    mine, also = {}, {}
+    for (filename, _line, name), (_cc, _nc, _tt, cumulative, _callers) in stats.items():
+        if "kt_helpers" in filename and not name.startswith("<"):
+            key = f"{Path(filename).stem}.{name}"
+            mine[key] = max(mine.get(key, 0.0), cumulative)
+        elif name in _PROFILED_ALSO:
+            label = _PROFILED_ALSO[name]
+            also[label] = max(also.get(label, 0.0), cumulative)
+    ranked = sorted(mine.items(), key=lambda kv: -kv[1])[:top]
+    return ([{"function": k, "seconds": round(v, 2)} for k, v in ranked]
+            + [{"function": k, "seconds": round(v, 2)} for k, v in sorted(also.items())])
+
+
+def time_notebook(path: Path, timeout: int, profile: Path | None = None) -> tuple[float, str | None]:
+    """Run one notebook top to bottom in a fresh kernel; return (seconds, error or None).
+
+    The code cells' own times are left in :data:`LAST_CELLS` (the rest of the
+    time is the kernel's start and shut-down).
+    """
     import nbformat
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     nb = nbformat.read(path, as_version=4)
+    if profile is not None:
+        nb.cells.insert(1, nbformat.v4.new_code_cell(_PROFILE_START))
+        nb.cells.append(nbformat.v4.new_code_cell(_PROFILE_STOP.format(path=str(profile))))
     client = notebook_client(nb, path, timeout)  # the same kernel set-up as `make execute`
+    client.record_timing = True
     start = time.perf_counter()
     error = None
     try:
@@ -92,7 +154,16 @@ def time_notebook(path: Path, timeout: int) -> tuple[float, str | None]:
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:300]
-    return time.perf_counter() - start, error
+    elapsed = time.perf_counter() - start
+    LAST_CELLS[:] = []
+    code = [c for c in nb.cells if c.cell_type == "code" and "_kt_profile" not in c.source]
+    for index, cell in enumerate(code, start=1):
+        seconds = _cell_seconds(cell)
+        if seconds is not None:
+            tags = cell.get("metadata", {}).get("tags", [])
+            LAST_CELLS.append({"cell": _cell_label(cell, index), "seconds": round(seconds, 2),
+                               "tags": list(tags)})
+    return elapsed, error
 
 
 #: A short fixed workload, timed in a fresh process before and after the notebooks: the
@@ -125,7 +196,7 @@ def _native_capability() -> str:
                           text=True, check=True).stdout.strip()
 
 
-def _timed(path: Path, timeout: int, native: bool) -> tuple[float, str | None]:
+def _timed(path: Path, timeout: int, native: bool, profile: Path | None = None) -> tuple[float, str | None]:
     """``time_notebook`` with the kernels pinned, or left to the processor (``native``)."""
     saved = os.environ.get(reproducibility.SWITCH)
     try:
@@ -136,7 +207,7 @@ def _timed(path: Path, timeout: int, native: bool) -> tuple[float, str | None]:
         else:
             os.environ.pop(reproducibility.SWITCH, None)
             os.environ.update(reproducibility.pinned_env())
-        return time_notebook(path, timeout)
+        return time_notebook(path, timeout, profile)
     finally:
         os.environ.pop(reproducibility.SWITCH, None)
         if saved is not None:
@@ -144,8 +215,20 @@ def _timed(path: Path, timeout: int, native: bool) -> tuple[float, str | None]:
         os.environ.update(reproducibility.pinned_env())
 
 
-def bench_notebooks(selected: list[Path], timeout: int, compare_kernels: bool = False) -> dict:
-    """Time each notebook in a temporary copy of the book; print a table."""
+def bench_notebooks(selected: list[Path], timeout: int, compare_kernels: bool = False,
+                    profile: bool = False, cold: bool = False) -> dict:
+    """Time each notebook in a temporary copy of the book; print a table.
+
+    Each row keeps the notebook's code cells' times; with ``profile`` each
+    notebook also runs under cProfile and its row names the functions that
+    took the time (:func:`summarise_profile`).
+
+    The training cache (:mod:`kt_helpers.cache`) starts empty, as in
+    ``make execute`` and the tests: a notebook that trains a model an earlier
+    one trained reads it back, as for a reader who reads the book in order.
+    With ``cold`` every notebook starts with an empty cache, as when a learner
+    opens one notebook alone in Colab.
+    """
     notebooks = selected or course.notebooks(ROOT)
     rows = []
     print(f"Notebooks ({len(notebooks)}), each in a fresh kernel, target < {NOTEBOOK_TARGET_S:.0f} s:")
@@ -161,11 +244,19 @@ def bench_notebooks(selected: list[Path], timeout: int, compare_kernels: bool = 
             native_s = None
             if compare_kernels and i % 2:  # alternate which runs first
                 native_s, _ = _timed(book / rel, timeout, native=True)
-            seconds, error = _timed(book / rel, timeout, native=False)
+            fresh = Path(tmp) / "cache" / (str(i) if cold else "shared")
+            os.environ[cache.DIR_VARIABLE] = str(fresh)
+            stats = Path(tmp) / f"profile-{i}.prof" if profile else None
+            seconds, error = _timed(book / rel, timeout, native=False, profile=stats)
+            cells = list(LAST_CELLS)
             if compare_kernels and native_s is None:
                 native_s, _ = _timed(book / rel, timeout, native=True)
             ok = error is None and seconds < NOTEBOOK_TARGET_S
-            row = {"notebook": rel, "seconds": round(seconds, 1), "error": error, "ok": ok}
+            row = {"notebook": rel, "seconds": round(seconds, 1), "error": error, "ok": ok,
+                   "kernel_start_s": round(seconds - sum(c["seconds"] for c in cells), 1),
+                   "cells": cells}
+            if stats is not None and stats.is_file():
+                row["profile"] = summarise_profile(stats)
             extra = ""
             if native_s is not None:
                 row["native_seconds"] = round(native_s, 1)
@@ -189,6 +280,7 @@ def bench_notebooks(selected: list[Path], timeout: int, compare_kernels: bool = 
         "measured": datetime.date.today().isoformat(),
         "complete": not selected,
         "kernels": "pinned",
+        "cache": "cold" if cold else "in book order",
         "reference_workload": {"before": before, "after": after, "mean_train_s": round(reference, 2)},
         "notebooks": rows,
         "total_seconds": round(total, 1),
@@ -209,6 +301,35 @@ def bench_notebooks(selected: list[Path], timeout: int, compare_kernels: bool = 
           + (f" (slowest: {slowest['notebook']}, {slowest['seconds']} s)" if slowest else ""))
     print(f"  all together under {TOTAL_TARGET_S:.0f} s: {_mark(total_ok)}")
     return result
+
+
+def write_profile(result: dict, machine: dict) -> None:
+    """Write where each notebook's time goes as the Markdown table :data:`PROFILE` holds."""
+    lines = [
+        "| notebook | total | kernel start | setup cell | slowest cells | functions (cumulative) |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for row in result["notebooks"]:
+        cells = row.get("cells", [])
+        setup = sum(c["seconds"] for c in cells if "colab-setup" in c["tags"])
+        slowest = sorted((c for c in cells if "colab-setup" not in c["tags"]),
+                         key=lambda c: -c["seconds"])[:3]
+        shown = "<br>".join(f"{c['seconds']:.1f} s `{c['cell'].replace('|', '/')}`" for c in slowest)
+        functions = "<br>".join(f"{f['function']} {f['seconds']:.1f} s" for f in row.get("profile", []))
+        lines.append(f"| `{row['notebook']}` | {row['seconds']:.1f} s | {row['kernel_start_s']:.1f} s "
+                     f"| {setup:.1f} s | {shown} | {functions} |")
+    lines += [
+        "",
+        f"Measured on {result['measured']} by `python benchmarks/book_speed.py --profile` on "
+        f"{machine['cpu_count']} cores of this processor: {machine['processor']} (torch "
+        f"{machine['torch']}, pinned kernels), the notebooks in the book's order with "
+        f"{'an empty training cache for each notebook' if result.get('cache') == 'cold' else 'one training cache, empty at the start'}. "
+        "*Kernel start* is the time outside the code cells (starting and stopping the kernel); "
+        "the setup cell imports kt_helpers, torch and matplotlib. Function times are cumulative "
+        "and overlap (a training call includes its backward passes); cProfile slows the "
+        "notebooks a little, so the totals here are a little above the plain run's.",
+    ]
+    PROFILE.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def write_pinning_cost(result: dict, machine: dict) -> None:
@@ -282,6 +403,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also time each notebook with the processor's own kernels (what pinning costs)",
     )
     parser.add_argument(
+        "--cold", action="store_true",
+        help="give every notebook an empty training cache (as when one is opened alone), "
+             "instead of one cache filled in the book's order",
+    )
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="run each notebook under cProfile and write where its time goes to "
+             "benchmarks/results/profile.md",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None,
         help="limit each kernel to this many CPU threads (OMP/MKL), e.g. 2 to mimic a 2-core laptop",
     )
@@ -303,7 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     if not args.skip_notebooks:
         selected = [p.resolve() for p in args.notebooks]
-        results["notebooks"] = bench_notebooks(selected, args.timeout, args.compare_kernels)
+        results["notebooks"] = bench_notebooks(selected, args.timeout, args.compare_kernels,
+                                               args.profile, args.cold)
+        if args.profile:
+            write_profile(results["notebooks"], results["machine"])
         if args.compare_kernels:
             write_pinning_cost(results["notebooks"], results["machine"])
         ok &= results["notebooks"]["targets"]["every_notebook_ok"]

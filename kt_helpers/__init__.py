@@ -15,11 +15,12 @@ sequences), :mod:`~kt_helpers.models` (CNN, RNN, MLP), :mod:`~kt_helpers.train`
 kernels) and :mod:`~kt_helpers.claims` (the prose's claims, checked in code).
 """
 
-from . import claims, data, extraction, fusion, mapping, merging, metrics, models, reproducibility, selection, train
+from . import cache, claims, data, extraction, fusion, mapping, merging, metrics, models, reproducibility, selection, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "cache",
     "claims",
     "data",
     "extraction",

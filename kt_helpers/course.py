@@ -136,10 +136,12 @@ def setup_source(url: str, branch: str) -> str:
         "    )\n"
         "\n"
         "# Pin the CPU kernels before the first computation, so that this notebook prints\n"
-        "# the book's digits on any x86-64 processor (appendix 'How to run').\n"
-        "from kt_helpers import reproducibility\n"
+        "# the book's digits on any x86-64 processor (appendix 'How to run'), and keep each\n"
+        "# model trained here for the next notebook that trains it again (kt_helpers.cache).\n"
+        "from kt_helpers import cache, reproducibility\n"
         "\n"
-        "_ = reproducibility.pin_cpu_kernels()"
+        "_ = reproducibility.pin_cpu_kernels()\n"
+        "cache.enable()"
     )
 
 

@@ -10,17 +10,19 @@ chapter 5.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
+from . import cache
 from ._validation import check_fraction, check_option, check_tensor
 
 __all__ = [
@@ -53,10 +55,55 @@ def load_digits_tensors() -> tuple[Tensor, Tensor]:
         >>> tuple(X.shape), tuple(y.shape), float(X.max())
         ((1797, 1, 8, 8), (1797,), 1.0)
     """
-    digits = load_digits()
-    X = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8)
-    y = torch.tensor(digits.target, dtype=torch.int64)  # (N,)
+    images, target = _digits_arrays()
+    X = torch.tensor(images / 16.0, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8)
+    y = torch.tensor(target, dtype=torch.int64)  # (N,)
     return X, y
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The digits' images (N, 8, 8) and labels (N,), as :func:`sklearn.datasets.load_digits` gives them.
+
+    Read from the file that ships inside scikit-learn, the way ``load_digits``
+    reads it, without importing scikit-learn (about a second per notebook, for
+    a 1,797-row table); ``tests/test_data.py`` checks that both agree.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("The digits ship with scikit-learn: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():  # another layout: ask scikit-learn itself
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.images, digits.target
+    table = np.loadtxt(path, delimiter=",")  # (N, 65): 64 pixels, then the label
+    return table[:, :-1].reshape(-1, IMAGE_SIZE, IMAGE_SIZE), table[:, -1].astype(int)
+
+
+def train_test_split(index: np.ndarray, *, stratify: np.ndarray, random_state: int,
+                     test_size: float | None = None, train_size: int | None = None) -> list[np.ndarray]:
+    """:func:`sklearn.model_selection.train_test_split` of ``index``, stratified, read from the
+    training cache when a notebook turned it on (importing scikit-learn costs about a second)."""
+
+    def split() -> list[np.ndarray]:
+        from sklearn.model_selection import train_test_split as sk_split
+
+        return sk_split(index, test_size=test_size, train_size=train_size, stratify=stratify,
+                        random_state=random_state)
+
+    key = (index, stratify, random_state, test_size, train_size, _sklearn_version())
+    return cache.memoised("splits", key, split)
+
+
+def _sklearn_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scikit-learn")
+    except PackageNotFoundError:
+        return "?"
 
 
 def as_sequences(X: Tensor) -> Tensor:

@@ -4,7 +4,10 @@ The source document writes the mapping as K_t = T(K_s) and says T is "usually a
 linear transform". Three concrete mappings, one per kind of knowledge:
 
 * features — :class:`LinearMap`, a least-squares (or ridge) linear map between
-  two models' feature spaces, fitted in closed form (chapters 2–4);
+  two models' feature spaces, fitted in closed form (chapters 2–4), and its
+  per-step version :func:`fit_step_map`, one map shared by the RNN's states
+  after each row band and the matching bands of the CNN's feature map
+  (:func:`step_states`, :func:`row_bands`, :func:`step_scores`; chapter 4);
 * weights of two networks of the same shape — :func:`match_weights`, the
   permutation of hidden units that best aligns one network with another
   (weight matching, Ainsworth et al., 2023), applied by :func:`permute_hidden`
@@ -20,13 +23,22 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ._validation import check_int, check_non_negative, check_same_rows, check_tensor
 from .metrics import _r2
 
-__all__ = ["LinearMap", "match_weights", "net2wider", "permute_hidden"]
+__all__ = [
+    "STEP_ROWS",
+    "LinearMap",
+    "fit_step_map",
+    "match_weights",
+    "net2wider",
+    "permute_hidden",
+    "row_bands",
+    "step_scores",
+    "step_states",
+]
 
 
 class LinearMap:
@@ -161,6 +173,148 @@ class LinearMap:
         return layer
 
 
+# --- features, step by step: the RNN's state after each row band → the CNN's feature map -------
+
+#: The rows after which the RNN's state is read: after rows 2, 4, 6 and 8 it has
+#: read row bands 1–4, the rows of which the CNN's pooled feature map (4 × 4) keeps one row each.
+STEP_ROWS = (2, 4, 6, 8)
+
+
+def row_bands(feature_map: Tensor, num_bands: int = 4) -> Tensor:
+    """Cut a feature map into horizontal bands, one feature vector per band.
+
+    Band k holds rows ``k·H/B … (k+1)·H/B − 1`` of every channel, flattened in
+    (channel, row, column) order. For the CNN's pooled map (N, 32, 4, 4) the
+    four bands are its four rows (32 channels × 4 columns = 128 features each),
+    and for the images (N, 1, 8, 8) they are pairs of pixel rows (16 pixels
+    each): band k covers image rows 2k and 2k + 1, the rows the RNN has read
+    after step 2(k + 1) (chapter 4, notebook 4).
+
+    Args:
+        feature_map: of shape (N, C, H, W), with H divisible by ``num_bands``.
+        num_bands: B, the number of bands.
+
+    Shape:
+        - feature_map: (N, C, H, W). Output: (N, B, C · H/B · W).
+
+    Example:
+        >>> X = torch.arange(16.0).reshape(1, 1, 4, 4)
+        >>> row_bands(X, 2)
+        tensor([[[ 0.,  1.,  2.,  3.,  4.,  5.,  6.,  7.],
+                 [ 8.,  9., 10., 11., 12., 13., 14., 15.]]])
+    """
+    check_tensor(feature_map, "row_bands", "feature_map", ndim=4)
+    num_bands = check_int(num_bands, "row_bands", "num_bands")
+    N, C, H, W = feature_map.shape
+    if H % num_bands:
+        raise ValueError(
+            f"The 'num_bands' parameter of row_bands must divide the feature map's height {H}. "
+            f"Got {num_bands} instead."
+        )
+    bands = feature_map.reshape(N, C, num_bands, H // num_bands, W)  # (N, C, B, H/B, W)
+    return bands.permute(0, 2, 1, 3, 4).reshape(N, num_bands, -1)  # (N, B, C·H/B·W)
+
+
+def step_states(model: nn.Module, X: Tensor, rows: Sequence[int] = STEP_ROWS) -> Tensor:
+    """The RNN's hidden state after each of ``rows`` rows, as (N, S, hidden) — no gradient.
+
+    Args:
+        model: a :class:`~kt_helpers.models.RowRNN` (anything with ``states(X)`` of shape (N, L, h)).
+        X: images of shape (N, 1, 8, 8).
+        rows: the row counts after which to read the state, each in 1 … L.
+
+    Shape:
+        - X: (N, 1, 8, 8). Output: (N, S, hidden) with S = len(rows).
+    """
+    check_tensor(X, "step_states", "X")
+    if not hasattr(model, "states"):
+        raise ValueError(
+            "The 'model' parameter of step_states must have a 'states' method (a RowRNN). "
+            f"Got {type(model).__name__} instead."
+        )
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        states = model.states(X)  # (N, L, h)
+    model.train(was_training)
+    L = states.shape[1]
+    if not rows or any(not isinstance(r, int) or not 1 <= r <= L for r in rows):
+        raise ValueError(f"The 'rows' parameter of step_states must hold row counts in 1..{L}. Got {rows!r} instead.")
+    return states[:, [r - 1 for r in rows]].detach().cpu()  # (N, S, h)
+
+
+def _check_steps(states: Tensor, bands: Tensor, func: str) -> None:
+    check_tensor(states, func, "states", ndim=3)
+    check_tensor(bands, func, "bands", ndim=3)
+    if states.shape[:2] != bands.shape[:2]:
+        raise ValueError(
+            f"The 'states' and 'bands' parameters of {func} must have the same samples and steps "
+            f"(N, S). Got {tuple(states.shape[:2])} and {tuple(bands.shape[:2])} instead."
+        )
+
+
+def fit_step_map(states: Tensor, bands: Tensor, *, ridge: float = 1e-3) -> LinearMap:
+    """One linear map, shared by every step, from the RNN's states to the CNN's row bands.
+
+    The pairs of all S steps are stacked, and one :class:`LinearMap` is fitted
+    to them by (ridge) least squares:
+
+    .. math::
+        \\min_{W, b} \\sum_{\\ell=1}^{S} \\sum_{n} \\lVert W h_{n,\\ell} + b - k_{n,\\ell} \\rVert^2
+        + \\lambda \\lVert W \\rVert_F^2
+
+    with :math:`h_{n,\\ell}` the state after step ℓ and :math:`k_{n,\\ell}` band ℓ
+    of the CNN's feature map for image n (the map's input and target: rows of
+    S and K in chapter 1's notation). Sharing W across the steps is the
+    sequence version of a 1 × 1 convolution: the same map at every position, as
+    the source document's case study proposes (chapter 4, notebook 4).
+
+    Args:
+        states: of shape (N, S, p), e.g. :func:`step_states`.
+        bands: of shape (N, S, d), e.g. :func:`row_bands` of the pooled map.
+        ridge: λ ≥ 0.
+
+    Returns:
+        The fitted :class:`LinearMap` (p → d); apply it to ``states[:, l]``.
+
+    Example:
+        >>> h = torch.randn(40, 4, 3)
+        >>> t = h @ torch.randn(3, 5) + 1.0
+        >>> [round(r["r2"], 4) for r in step_scores(fit_step_map(h, t, ridge=0.0), h, t)]
+        [1.0, 1.0, 1.0, 1.0]
+    """
+    _check_steps(states, bands, "fit_step_map")
+    N, S, p = states.shape
+    return LinearMap(ridge=ridge).fit(states.reshape(N * S, p), bands.reshape(N * S, -1))
+
+
+def step_scores(T: LinearMap, states: Tensor, bands: Tensor, rows: Sequence[int] = STEP_ROWS) -> list[dict]:
+    """Per step: linear CKA of the state with its band, and R² of the shared map's prediction.
+
+    CKA needs no map (:func:`~kt_helpers.metrics.linear_cka`); R² is that of
+    ``T`` on this step's pairs, :func:`~kt_helpers.metrics.r2_score`, with
+    this step's own mean as the baseline.
+
+    Args:
+        T: a map fitted by :func:`fit_step_map`.
+        states, bands: of shape (N, S, p) and (N, S, d), e.g. on held-out images.
+        rows: the label of each step (the rows read), for the output.
+
+    Returns:
+        One dict per step: ``{"rows": r, "cka": ..., "r2": ...}``.
+    """
+    from .metrics import linear_cka
+
+    _check_steps(states, bands, "step_scores")
+    if len(rows) != states.shape[1]:
+        raise ValueError(
+            f"The 'rows' parameter of step_scores must name the {states.shape[1]} steps. Got {rows!r} instead."
+        )
+    return [{"rows": r, "cka": linear_cka(states[:, k], bands[:, k]),
+             "r2": _r2(T.transform(states[:, k]), bands[:, k], "step_scores")}
+            for k, r in enumerate(rows)]
+
+
 # --- weights: permutation alignment and widening ---------------------------------------------
 
 _ELEMENTWISE = (
@@ -293,6 +447,8 @@ def match_weights(
             bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
             out.append((layer.weight.detach().double().cpu().numpy(), bias.detach().double().cpu().numpy()))
         return out
+
+    from scipy.optimize import linear_sum_assignment  # here, not at the top: half a second of SciPy
 
     A, B = params(reference), params(other)
     num_hidden = len(pos_a) - 1

@@ -84,8 +84,9 @@ class DigitCNN(nn.Module):
 class RowRNN(nn.Module):
     """A recurrent classifier that reads a digit one row at a time (the case study's student).
 
-    The image (N, 1, 8, 8) is read as a sequence of 8 steps of 8 pixels; the
-    final hidden state of the last layer is the feature vector.
+    The image (N, 1, 8, 8) is read as a sequence of L = 8 steps of 8 pixels
+    (one row per step); the final hidden state of the last layer is the
+    feature vector, and :meth:`states` returns the state after every row.
 
     Args:
         hidden_size: width of the hidden state (= feature_dim).
@@ -95,8 +96,8 @@ class RowRNN(nn.Module):
         num_classes: number of classes.
 
     Shape:
-        - Input: (N, 1, 8, 8) images or (N, 8, 8) row sequences.
-        - ``features``: (N, hidden_size). Output: (N, num_classes).
+        - Input: (N, 1, 8, 8) images or (N, L=8, 8) row sequences.
+        - ``states``: (N, L, hidden_size). ``features``: (N, hidden_size). Output: (N, num_classes).
 
     Example:
         >>> model = RowRNN(hidden_size=32)
@@ -121,11 +122,20 @@ class RowRNN(nn.Module):
         self.head = nn.Linear(hidden_size, num_classes)
         self.feature_dim = hidden_size
 
+    def states(self, X: Tensor) -> Tensor:
+        """The hidden state of the last layer after every row, of shape (N, L, hidden_size).
+
+        ``states(X)[:, l - 1]`` is the state after the first ``l`` rows;
+        :func:`kt_helpers.mapping.step_states` maps it, step by step, to the
+        CNN's feature map (chapter 4).
+        """
+        seq = as_sequences(X)  # (N, L=8 rows, 8 pixels)
+        out, _ = self.rnn(seq)  # (N, L, hidden_size)
+        return out
+
     def features(self, X: Tensor) -> Tensor:
         """Final hidden state, of shape (N, hidden_size)."""
-        seq = as_sequences(X)  # (N, T=8 rows, 8 pixels)
-        out, _ = self.rnn(seq)  # (N, T, hidden_size)
-        return out[:, -1]  # (N, hidden_size)
+        return self.states(X)[:, -1]  # (N, hidden_size)
 
     def forward(self, X: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Logits, or ``(logits, features)`` with ``return_features=True``."""

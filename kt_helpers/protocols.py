@@ -15,6 +15,10 @@ This module builds the design that measures knowledge transfer instead:
   targets differ between a method and its control;
 * :func:`train_with_targets`, :func:`train_hint` — students trained with the
   same images, schedule, initial weights and batch order;
+* :class:`StepHintObjective`, :func:`step_hint_targets`, :func:`train_step_hint`,
+  :func:`run_step_hint` — the hint applied at every step of the RNN (its state
+  after rows 2, 4, 6, 8 toward the matching band of the CNN's feature map), with
+  the same controls;
 * :func:`paired_ci` — a paired difference over seeds with its t-interval.
 
 The α convention is the book's: α weighs the labels, 1 − α the teacher.
@@ -29,11 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
-from ._validation import check_alpha, check_fraction, check_int, check_positive, check_tensor
-from .data import NUM_CLASSES, TEST_SEED, DigitSplits, load_digits_tensors
+from ._validation import check_alpha, check_fraction, check_int, check_non_negative, check_positive, check_tensor
+from .data import NUM_CLASSES, TEST_SEED, DigitSplits, load_digits_tensors, train_test_split
 from .fusion import TransferObjective
 from .models import DigitCNN, RowRNN
 from .train import fit, seed_everything
@@ -51,6 +54,10 @@ __all__ = [
     "targets_for",
     "HonestConfig",
     "HINT_METHODS",
+    "StepHintObjective",
+    "run_step_hint",
+    "step_hint_targets",
+    "train_step_hint",
     "TARGET_METHODS",
     "paired_ci",
     "smoothed_to_entropy",
@@ -287,22 +294,22 @@ def mean_entropy(probs: Tensor) -> float:
 
 
 class TargetObjective(nn.Module):
-    """α·CE on the labelled images + (1 − α)·T²·KL(p ‖ softmax(z_s / T)) on every image.
+    """α·CE on the labelled images + (1 − α)·τ²·KL(p ‖ softmax(z / τ)) on every image.
 
     .. math::
-        L = \\alpha\\,\\mathrm{CE}(z_s, y)\\big|_{y \\ne -1}
-            + (1 - \\alpha)\\,T^2\\,\\mathrm{KL}\\bigl(p_n \\,\\Vert\\, \\mathrm{softmax}(z_s / T)\\bigr)
+        L = \\alpha\\,\\mathrm{CE}(z, y)\\big|_{y \\ne -1}
+            + (1 - \\alpha)\\,\\tau^2\\,\\mathrm{KL}\\bigl(p_n \\,\\Vert\\, \\mathrm{softmax}(z / \\tau)\\bigr)
 
     One objective for a distilled student and all its controls: only the
-    target distributions ``targets`` (one row per training image) and T
-    change. With ``targets = soft_targets(z_t, T)`` it is Hinton et al.'s
-    distillation loss (:func:`~kt_helpers.fusion.kd_loss`); with one-hot rows
-    and T = 1 it is cross-entropy on those labels.
+    target distributions ``targets`` (one row per training image) and τ
+    change. With ``targets = soft_targets(v, τ)`` (v the teacher's logits) it
+    is Hinton et al.'s distillation loss (:func:`~kt_helpers.fusion.kd_loss`);
+    with one-hot rows and τ = 1 it is cross-entropy on those labels.
 
     Args:
         targets: of shape (N, C), rows summing to 1, row n for training image n.
         alpha: weight of the labels, in [0, 1].
-        temperature: T > 0 on the student's side.
+        temperature: τ > 0 on the student's side.
     """
 
     def __init__(self, targets: Tensor, *, alpha: float, temperature: float = 1.0) -> None:
@@ -388,7 +395,7 @@ def train_hint(
     """α·CE on the labelled rows + (1 − α)·β·hint toward ``hint_targets`` (N, d) through a learned linear map.
 
     .. math::
-        L = \\alpha\\,\\mathrm{CE}(z_s, y) + (1-\\alpha)\\,\\beta\\,\\lVert W h_s + b - t \\rVert^2 / d
+        L = \\alpha\\,\\mathrm{CE}(z, y) + (1-\\alpha)\\,\\beta\\,\\lVert W h + b - k \\rVert^2 / d
 
     ``hint_targets`` are standardised first (:func:`kt_helpers.case_study.standardise`):
     a trained teacher's features, an untrained one's, or the raw pixels, for the
@@ -417,6 +424,198 @@ def train_hint(
     fit(model, X, y, objective=objective, num_epochs=epochs_for_steps(len(y), steps, batch_size),
         lr=lr, batch_size=batch_size, seed=seed)
     return model
+
+
+# --- the per-step hint: the RNN's state after each row band toward the CNN's matching band -----
+
+
+class StepHintObjective(nn.Module):
+    """α·CE + (1 − α)·β·(per-step hint), one linear map shared by every step.
+
+    .. math::
+        L = \\alpha\\,\\mathrm{CE}(z, y)\\big|_{y \\ne -1}
+            + (1-\\alpha)\\,\\beta\\,\\frac{1}{S\\,d}\\sum_{\\ell=1}^{S} \\lVert W h_\\ell + b - k_\\ell \\rVert^2
+
+    with :math:`z` the student's logits, :math:`h_\\ell` its state after
+    ``rows[ℓ]`` rows (:meth:`~kt_helpers.models.RowRNN.states`) and
+    :math:`k_\\ell` the ℓ-th per-step target (a band of a teacher's feature map, or of the pixels). The
+    map ``(W, b)`` is an ``nn.Linear`` trained with the student — the learned
+    counterpart of :func:`kt_helpers.mapping.fit_step_map` (FitNets' hint,
+    Romero et al., 2015, applied at every step; chapter 4, notebook 4).
+
+    Args:
+        step_targets: of shape (N, S, d), row n for training image n.
+        hidden_size: the student's state width p.
+        alpha: weight of the labels, in [0, 1].
+        hint_weight: β ≥ 0.
+        rows: the S row counts after which the state is read.
+        seed: seed of the map's initial weights.
+    """
+
+    def __init__(self, step_targets: Tensor, *, hidden_size: int, alpha: float = 0.5, hint_weight: float = 1.0,
+                 rows: Sequence[int] = (2, 4, 6, 8), seed: int = 0) -> None:
+        super().__init__()
+        func = "StepHintObjective"
+        check_tensor(step_targets, func, "step_targets", ndim=3)
+        if step_targets.shape[1] != len(rows):
+            raise ValueError(
+                f"The 'step_targets' parameter of {func} must have one target per step of 'rows' "
+                f"({len(rows)}) on its second axis. Got shape {tuple(step_targets.shape)} instead."
+            )
+        self.alpha = check_alpha(alpha, func)
+        self.hint_weight = check_non_negative(hint_weight, func, "hint_weight")
+        self.rows = [check_int(r, func, "rows") - 1 for r in rows]
+        self.register_buffer("step_targets", step_targets.detach().clone())
+        torch.manual_seed(seed)
+        self.mapping = nn.Linear(check_int(hidden_size, func, "hidden_size"), step_targets.shape[2])
+
+    def forward(self, model: nn.Module, X: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        states = model.states(X)  # (B, L, p)
+        logits = model.head(states[:, -1])  # (B, C), as model(X)
+        labelled = y >= 0
+        hard = F.cross_entropy(logits[labelled], y[labelled]) if self.alpha > 0 and bool(labelled.any()) \
+            else logits.new_zeros(())
+        mapped = self.mapping(states[:, self.rows])  # (B, S, d)
+        hint = F.mse_loss(mapped, self.step_targets[index.to(X.device)])
+        return self.alpha * hard + (1.0 - self.alpha) * self.hint_weight * hint
+
+
+def step_hint_targets(method: str, X: Tensor, *, teacher: nn.Module | None = None, seed: int = 0) -> Tensor:
+    """The per-step targets of one method of :data:`HINT_METHODS`, as (N, 4, d), standardised.
+
+    ``"trained_teacher"``: the four row bands of the trained CNN's pooled feature
+    map (N, 4, 128); ``"untrained_teacher"``: those of a CNN freshly initialised
+    from ``seed`` (the same architecture, no knowledge); ``"pixels"``: the
+    image's own rows, two per band (N, 4, 16) (:func:`kt_helpers.mapping.row_bands`).
+    Each is centred per (step, feature) and scaled to unit overall variance
+    (:func:`kt_helpers.case_study.standardise` on the flattened steps), so that
+    the three controls weigh the same in the loss.
+
+    Args:
+        method: one of :data:`HINT_METHODS`.
+        X: images of shape (N, 1, 8, 8).
+        teacher: the trained teacher (``"trained_teacher"`` only).
+        seed: seed of the untrained teacher.
+
+    Shape:
+        - X: (N, 1, 8, 8). Output: (N, 4, d).
+    """
+    from .case_study import standardise
+    from .extraction import features
+    from .mapping import row_bands
+
+    check_tensor(X, "step_hint_targets", "X", ndim=4)
+    if method == "trained_teacher":
+        if teacher is None:
+            raise ValueError("The 'teacher' parameter of step_hint_targets is required for "
+                             "method 'trained_teacher'. Got None.")
+        bands = row_bands(features(teacher, X, "body.pool"))  # (N, 4, 128)
+    elif method == "untrained_teacher":
+        seed_everything(seed, num_threads=THREADS)
+        bands = row_bands(features(DigitCNN().eval(), X, "body.pool"))  # (N, 4, 128)
+    elif method == "pixels":
+        bands = row_bands(X)  # (N, 4, 16)
+    else:
+        raise ValueError(f"The 'method' parameter of step_hint_targets must be one of {HINT_METHODS}. "
+                         f"Got {method!r} instead.")
+    N, S, d = bands.shape
+    return standardise(bands.reshape(N, S * d)).reshape(N, S, d)
+
+
+def train_step_hint(
+    X: Tensor, y: Tensor, step_targets: Tensor, *, seed: int, alpha: float = 0.5, hint_weight: float = 1.0,
+    steps: int = 600, lr: float = 3e-2, batch_size: int = 64, hidden_size: int = 64,
+) -> RowRNN:
+    """Train an RNN student with :class:`StepHintObjective` toward ``step_targets`` (N, 4, d).
+
+    The same initial weights, batch order and schedule as :func:`train_with_targets`
+    and :func:`train_hint` for the same ``seed`` and ``steps``, so only the targets
+    differ between a per-step hint and its controls (chapter 4, notebook 4).
+
+    Returns:
+        The trained :class:`~kt_helpers.models.RowRNN` (the map is discarded).
+    """
+    if step_targets.ndim != 3 or step_targets.shape[0] != len(y):
+        raise ValueError(
+            "The 'step_targets' parameter of train_step_hint must have shape (N, S, d), one row per image. "
+            f"Got {tuple(step_targets.shape)} for {len(y)} images instead."
+        )
+    model = _student(seed, hidden_size)
+    objective = StepHintObjective(step_targets, hidden_size=hidden_size, alpha=alpha, hint_weight=hint_weight,
+                                  seed=seed)
+    fit(model, X, y, objective=objective, num_epochs=epochs_for_steps(len(y), steps, batch_size),
+        lr=lr, batch_size=batch_size, seed=seed)
+    return model
+
+
+def run_step_hint(seeds: Sequence[int] = (0, 1, 2), *, transfer_size: int = 543, steps: int = 150,
+                  teacher_epochs: int = 20, alpha: float = 0.5, hint_weight: float = 1.0, ridge: float = 1e-3,
+                  lr: float = 3e-2, batch_size: int = 64, hidden_size: int = 64, labels_alone: bool = True,
+                  split_seed: int | None = None) -> dict:
+    """The per-step mapping and the per-step hint with its controls, over seeds, with the honest teacher.
+
+    For every seed: the splits and the teacher of :func:`disjoint_splits` and
+    :func:`train_disjoint_teacher` (the teacher never sees an image of the
+    student's sets); the student's 57 labelled images plus ``transfer_size``
+    transfer images; then one student per method, with the same initial
+    weights, batch order and number of steps: labels alone
+    (``"labels_alone"``, the labelled images only; skipped with
+    ``labels_alone=False``, to save time) and the per-step hint
+    (:func:`train_step_hint`) toward each target of :data:`HINT_METHODS`.
+    Every student, and an untrained one (``"untrained_student"``), is then
+    mapped step by step to the *trained* teacher's row bands: one shared map
+    (:func:`kt_helpers.mapping.fit_step_map`) fitted on the student's training
+    images, CKA and R² per step on the test images
+    (:func:`kt_helpers.mapping.step_scores`).
+
+    With ``split_seed`` given, every seed shares the splits and the teacher of
+    that seed (trained once), and a seed varies only the students' initial
+    weights, their batch order and the untrained teacher: cheaper, but the
+    spread over seeds then leaves out the split's and the teacher's.
+
+    Returns:
+        ``{"teacher": [...], "errors": [...], "scores": [...]}``: the teacher's
+        ``test_error`` per seed; one row per (seed, method) with ``val_error``,
+        ``test_error``; one row per (seed, student, rows) with ``cka``, ``r2``.
+    """
+    from .mapping import STEP_ROWS, fit_step_map, row_bands, step_scores, step_states
+    from .extraction import features
+
+    check_int(transfer_size, "run_step_hint", "transfer_size")
+    if not seeds:
+        raise ValueError("The 'seeds' parameter of run_step_hint must hold at least one seed. Got none.")
+    teachers, errors, scores = [], [], []
+    options = dict(steps=steps, lr=lr, batch_size=batch_size, hidden_size=hidden_size)
+    shared = None
+    for seed in seeds:
+        if split_seed is None or shared is None:
+            data_seed = seed if split_seed is None else split_seed
+            splits = disjoint_splits(data_seed)
+            teacher = train_disjoint_teacher(splits, seed=data_seed, epochs=teacher_epochs, batch_size=batch_size)
+            shared = (splits, teacher)
+            teachers.append({"seed": data_seed, "test_error": _error(teacher, splits.X_test, splits.y_test)})
+        splits, teacher = shared
+        student = splits.student(transfer_size)
+        X, y = student.X_train, student.y_student  # (57 + n, 1, 8, 8), (57 + n,) with -1 for transfer images
+        models = {"untrained_student": _student(seed, hidden_size).eval()}
+        if labels_alone:
+            models["labels_alone"] = train_with_targets(splits.X_labelled, splits.y_labelled, None, seed=seed,
+                                                        alpha=1.0, **options)
+        for method in HINT_METHODS:
+            targets = step_hint_targets(method, X, teacher=teacher, seed=seed)  # (N, 4, d)
+            models[method] = train_step_hint(X, y, targets, seed=seed, alpha=alpha, hint_weight=hint_weight,
+                                             **options)
+        bands_fit = row_bands(features(teacher, X, "body.pool"))  # (N, 4, 128)
+        bands_test = row_bands(features(teacher, splits.X_test, "body.pool"))  # (450, 4, 128)
+        for method, model in models.items():
+            if method != "untrained_student":
+                errors.append({"seed": seed, "method": method,
+                               "val_error": _error(model, splits.X_val, splits.y_val),
+                               "test_error": _error(model, splits.X_test, splits.y_test)})
+            T = fit_step_map(step_states(model, X), bands_fit, ridge=ridge)
+            for row in step_scores(T, step_states(model, splits.X_test), bands_test, STEP_ROWS):
+                scores.append({"seed": seed, "student": method, **row})
+    return {"teacher": teachers, "errors": errors, "scores": scores}
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -512,15 +711,15 @@ def _error(model: nn.Module, X: Tensor, y: Tensor) -> float:
 def targets_for(method: str, teacher_logits: Tensor, y_true: Tensor, temperature: float) -> tuple[Tensor, float]:
     """The targets of one method of :data:`TARGET_METHODS` and the temperature its student matches them at.
 
-    ``"soft"``: softmax(z_t / T), at T; ``"argmax"``: one-hot of the teacher's top class, at 1
+    ``"soft"``: softmax(v / τ) of the teacher's logits v, at τ; ``"argmax"``: one-hot of the teacher's top class, at 1
     (cross-entropy); ``"smoothed"``: that one-hot smoothed to the soft targets' mean entropy
-    (:func:`smoothed_to_entropy`), at T; ``"oracle"``: one-hot of ``y_true``, at 1.
+    (:func:`smoothed_to_entropy`), at τ; ``"oracle"``: one-hot of ``y_true``, at 1.
 
     Args:
         method: one of ``"soft"``, ``"argmax"``, ``"smoothed"``, ``"oracle"``.
         teacher_logits: of shape (N, C), the teacher's logits on the student's training images.
         y_true: of shape (N,), their true labels (used by ``"oracle"`` only).
-        temperature: T > 0 of the soft targets.
+        temperature: τ > 0 of the soft targets.
 
     Returns:
         ``(targets, T_student)``: targets of shape (N, C) for :class:`TargetObjective`, and its temperature.
@@ -581,7 +780,7 @@ def _train_method(config: HonestConfig, state: _Seed, method: str, n: int, alpha
 
 
 def select_on_validation(grid: list[dict], *, tolerance: float = 1e-9) -> dict:
-    """The (α, T) of lowest mean validation error; ties (within ``tolerance``) reported, and broken
+    """The (α, τ) of lowest mean validation error; ties (within ``tolerance``) reported, and broken
     toward the setting that teaches distillation: the highest T, then the lowest α.
 
     Args:

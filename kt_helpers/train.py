@@ -33,7 +33,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:  # for annotations only
     import pandas as pd
 
-from . import reproducibility
+from . import cache, reproducibility
 from ._validation import check_int, check_labels, check_positive, check_same_rows, check_tensor
 
 __all__ = [
@@ -332,15 +332,26 @@ def fit(
     extra = list(extra_parameters)
     trained = [model, *([objective] if isinstance(objective, nn.Module) else []), *extra]
     homes = [(thing, _device_of(thing) if isinstance(thing, nn.Module) else thing.device) for thing in trained]
-    try:
-        _move([(thing, device) for thing in trained])
-        return _fit_on(
-            model, X, y, objective, ctx, device, extra, num_epochs=num_epochs, lr=lr,
-            batch_size=batch_size, weight_decay=weight_decay, seed=seed, X_val=X_val,
-            y_val=y_val, schedule=schedule, progress=progress,
-        )
-    finally:
-        _move(homes)
+
+    def run() -> History:
+        try:
+            _move([(thing, device) for thing in trained])
+            return _fit_on(
+                model, X, y, objective, ctx, device, extra, num_epochs=num_epochs, lr=lr,
+                batch_size=batch_size, weight_decay=weight_decay, seed=seed, X_val=X_val,
+                y_val=y_val, schedule=schedule, progress=progress,
+            )
+        finally:
+            _move(homes)
+
+    if progress or world > 1 or device.type != "cpu" or any(d.type != "cpu" for _, d in homes):
+        return run()
+    # A run trained before with the same everything is read back from the cache,
+    # when a notebook's setup cell turned it on (kt_helpers.cache).
+    settings = {"X": X, "y": y, "X_val": X_val, "y_val": y_val, "num_epochs": num_epochs, "lr": lr,
+                "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed,
+                "schedule": schedule}
+    return cache.memoised_fit(run, model, objective, extra, settings)
 
 
 def _move(placements: list[tuple[nn.Module | nn.Parameter, torch.device]]) -> None:

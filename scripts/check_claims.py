@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from execute_notebooks import notebook_client  # noqa: E402
-from kt_helpers import course, reproducibility  # noqa: E402
+from kt_helpers import cache, course, reproducibility  # noqa: E402
 
 #: Cell tag of a claim: a check of what the prose says about a result.
 CLAIM_TAG = "claim"
@@ -135,6 +135,7 @@ def check(notebooks: list[Path], *, kernels: str = "pinned", timeout: int = 600)
         os.environ.clear()
         os.environ.update(env)  # kernels inherit it
         with tempfile.TemporaryDirectory(prefix="kt-claims-") as tmp:
+            os.environ[cache.DIR_VARIABLE] = str(Path(tmp) / "cache")  # an empty training cache
             book = copy_book(Path(tmp))
             for original in notebooks:
                 rel = original.resolve().relative_to(ROOT).as_posix()

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kt_helpers import course, reproducibility  # noqa: E402
+from kt_helpers import cache, course, reproducibility  # noqa: E402
 
 #: Mime types of live widgets: meaningless on a static page or in a diff.
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -107,6 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     # The kernels inherit this environment: the pinned CPU kernels are in force
     # from their first computation (kt_helpers.reproducibility).
     os.environ.update(reproducibility.pinned_env())
+    # An empty training cache for this run (kt_helpers.cache): every stored number
+    # comes from code that ran in this execution; a notebook that trains a model an
+    # earlier one trained reads the same bits back instead of training it again.
+    with tempfile.TemporaryDirectory(prefix="kt-cache-") as fresh:
+        os.environ[cache.DIR_VARIABLE] = fresh
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Execute the requested notebooks (see :func:`main`)."""
     requested = [p.resolve() for p in args.notebooks] or course.notebooks(ROOT)
     # Chapters first; then the appendices, whose pages report the chapters'
     # run times (the instructors' guide reads notebook_times.json), so they are

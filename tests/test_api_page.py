@@ -12,7 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 API_PAGE = ROOT / "appendices" / "api.md"
 API_HTML = ROOT / "_build" / "html" / "appendices" / "api.html"
-MODULES = sorted(p.stem for p in (ROOT / "kt_helpers").glob("*.py") if not p.stem.startswith("_"))
+MODULES = sorted(
+    [p.stem for p in (ROOT / "kt_helpers").glob("*.py") if not p.stem.startswith("_")]
+    + [p.parent.name for p in (ROOT / "kt_helpers").glob("*/__init__.py")]  # subpackages (checks)
+)
 
 
 def _extension():

@@ -219,3 +219,36 @@ def test_y_student_hides_the_transfer_labels_and_aligns_with_x_train():
     assert torch.equal(y[:n], splits.y_labelled)
     assert bool((y[n:] == -1).all())
     assert len(y) == len(splits.X_train)
+
+
+def test_the_digits_are_read_as_scikit_learn_reads_them():
+    from sklearn.datasets import load_digits
+
+    from kt_helpers.data import _digits_arrays
+
+    images, target = _digits_arrays()
+    digits = load_digits()
+    assert images.dtype == digits.images.dtype and np.array_equal(images, digits.images)
+    assert np.array_equal(target, digits.target)
+
+
+def test_the_cached_split_is_scikit_learns(tmp_path, monkeypatch):
+    from sklearn.model_selection import train_test_split as sk_split
+
+    from kt_helpers import cache
+    from kt_helpers.data import train_test_split
+
+    monkeypatch.setenv(cache.DIR_VARIABLE, str(tmp_path))
+    index = np.arange(300)
+    labels = index % 10
+    expected = sk_split(index, test_size=0.25, stratify=labels, random_state=3)
+    cache.enable()
+    try:
+        for _ in range(2):  # computed, then read back
+            got = train_test_split(index, test_size=0.25, stratify=labels, random_state=3)
+            assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+        other = train_test_split(index, test_size=0.25, stratify=labels, random_state=4)
+        assert not np.array_equal(other[0], expected[0])
+    finally:
+        cache.disable()
+    assert len(list(tmp_path.rglob("*.pt"))) == 2
