@@ -10,11 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 HTML   := _build/html
 
-<<<<<<< HEAD
-.PHONY: setup book build open serve test test-claims execute browser-deps colab student book-no-solutions assignments clean help
-=======
-.PHONY: setup book build build-en build-zh translations open serve test test-claims execute browser-deps colab student book-no-solutions clean help
->>>>>>> zh
+.PHONY: setup book build build-en build-zh translations open serve test test-claims execute browser-deps colab student book-no-solutions assignments clean help
 
 help:
 	@echo "make book      build the book into $(HTML) (English) and $(HTML)/zh_CN (Chinese) and open it"
@@ -86,18 +82,14 @@ book-no-solutions: $(STAMP)
 	$(PY) -m kt_helpers.course no-solutions-config _build/no_solutions_config.yml
 	$(VENV)/bin/jupyter-book build . --config _build/no_solutions_config.yml --path-output _build/no-solutions -W -n --keep-going
 
-<<<<<<< HEAD
 # The graded assignments: otter assign on each master in assignments/src, into
 # assignments/dist/<name>/{autograder,student} (not committed: the autograder folder
 # holds the solutions and hidden tests; publish the student notebooks).
 assignments: $(STAMP)
 	$(PY) scripts/build_assignments.py
 
-# Browser tests need Debian's chromium and chromium-driver. Installed here when
-=======
 # Browser tests need Debian's chromium and chromium-driver (and a Chinese font,
 # for the Chinese site). Installed here when
->>>>>>> zh
 # missing and possible (root with apt-get); otherwise the browser tests are
 # skipped with a message, except under CI, where they must run.
 browser-deps:
