@@ -152,3 +152,36 @@ def test_fingerprint_tells_tensors_apart_by_bits_shape_and_dtype():
     assert cache.fingerprint(a) != cache.fingerprint(b)
     with pytest.raises(cache.Uncacheable):
         cache.fingerprint(lambda: 0)
+
+
+def test_notebooks_turn_the_cache_on_and_the_execute_script_starts_it_empty(monkeypatch, tmp_path):
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    from kt_helpers import course
+
+    root = Path(__file__).resolve().parent.parent
+    assert "cache.enable()" in course.setup_source(*course.read_repository(root))
+    spec = importlib.util.spec_from_file_location("execute_notebooks_for_cache",
+                                                  root / "scripts" / "execute_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(root / "scripts"))
+    seen = []
+    monkeypatch.setattr(module, "execute", lambda path, timeout: seen.append(
+        (os.environ[cache.DIR_VARIABLE], list(Path(os.environ[cache.DIR_VARIABLE]).iterdir()))) or 1.0)
+    monkeypatch.setenv(cache.DIR_VARIABLE, str(tmp_path))  # the user's cache, which must not be used
+    (tmp_path / "stale.pt").write_bytes(b"x")
+    times = root / "benchmarks" / "results" / "notebook_times.json"
+    before = times.read_text()
+    try:
+        module.main([str(root / "chapters" / "05_applications" / "03_new_models.ipynb"), "--skip-appendices"])
+    finally:
+        times.write_text(before)
+    assert seen and all(folder != str(tmp_path) and files == [] for folder, files in seen)
+    assert os.environ[cache.DIR_VARIABLE] == str(tmp_path)
