@@ -107,7 +107,7 @@ def exact_kd_loss(
 
     .. math::
         L = \\frac{\\alpha}{|\\mathcal{L}|} \\sum_{n \\in \\mathcal{L}} \\mathrm{CE}(z_n, y_n)
-          + \\frac{(1-\\alpha)\\,T^2}{|\\mathcal{B}|} \\sum_{n \\in \\mathcal{B}} \\mathrm{KL}_n
+          + \\frac{(1-\\alpha)\\,\\tau^2}{|\\mathcal{B}|} \\sum_{n \\in \\mathcal{B}} \\mathrm{KL}_n
 
     Process r holds the samples :math:`\\mathcal{B}_r` and returns
     :math:`W \\cdot L_r`, with :math:`L_r` the same formula summed over
