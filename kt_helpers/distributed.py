@@ -125,7 +125,7 @@ def exact_kd_loss(
             :func:`per_sample_kl` or :meth:`TeacherCache.kl`); None when
             ``alpha == 1`` (plain cross-entropy, e.g. to train the teacher).
         alpha: weight of the labels, in [0, 1] (the book's convention).
-        temperature: T > 0.
+        temperature: τ > 0.
         num_labelled: labelled samples in the global batch (a term with none
             contributes 0, as in ``kd_loss``).
         num_samples: samples in the global batch, > 0.

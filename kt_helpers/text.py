@@ -386,7 +386,7 @@ def sample(
             back in the mode it was in afterwards).
         prompt: the prompts' character indices, at least one per row.
         num_chars: how many characters to add.
-        temperature: T > 0.
+        temperature: τ > 0.
         generator: the random stream of the draws.
 
     Shape:

@@ -165,7 +165,7 @@ def fused_targets(
         label: the sample's class y, in [0, C).
         teacher_logits: the teacher's logits for the sample, of shape (C,).
         alphas: α in [0, 1], the weight of the label, or a sequence of them.
-        temperature: T > 0 of the teacher's soft labels.
+        temperature: τ > 0 of the teacher's soft labels.
 
     Returns:
         ``{"labels K_t": one-hot, "teacher T(K_s), τ = ...": p, "fused K_t', α = ...": ...}``,
