@@ -113,7 +113,7 @@ browser-deps:
 
 test: $(STAMP) browser-deps build
 	$(PY) -m pytest tests kt_helpers chapters appendices --nbval \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --durations=30
 
 # The claims the prose makes about results, checked without comparing digits: what must
 # hold on any machine (Apple silicon, a GPU, another torch). Twice: with the book's pinned

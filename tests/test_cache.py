@@ -185,3 +185,18 @@ def test_notebooks_turn_the_cache_on_and_the_execute_script_starts_it_empty(monk
         times.write_text(before)
     assert seen and all(folder != str(tmp_path) and files == [] for folder, files in seen)
     assert os.environ[cache.DIR_VARIABLE] == str(tmp_path)
+
+
+def test_a_frozen_layer_is_a_different_run(cache_on, splits):
+    # Freezing the body changes what training does; the weights alone do not show it.
+    results = []
+    for freeze in (False, True):
+        train.seed_everything(0)
+        model = models.MLP(hidden=(32,))
+        for p in model[1].parameters():
+            p.requires_grad_(not freeze)
+        before = model[1].weight.detach().clone()
+        train.fit(model, splits.X_train[:128].flatten(1), splits.y_train[:128], num_epochs=1)
+        results.append(torch.equal(before, model[1].weight))
+    assert cache_on() == {"hits": 0, "misses": 2, "uncacheable": 0}
+    assert results == [False, True]  # the frozen body did not move
