@@ -43,8 +43,6 @@ TO_CONVERT = {
     "chapters/05_applications/04_weight_fusion.ipynb",
     "chapters/05_applications/05_model_merging.ipynb",
     "chapters/05_applications/06_distilling_language_models.ipynb",
-    "chapters/07_challenges.ipynb",
-    "chapters/08_faq.ipynb",
 }
 
 #: Phrases of a solution that leaves the answer to the reader.
