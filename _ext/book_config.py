@@ -19,6 +19,14 @@
    request beats the redirect). It is written here as a small HTML page that
    names the book's favicon, has a title and shows a link for a browser that
    does not follow the refresh.
+4. The book has a Chinese edition built from the same sources (Sphinx's
+   gettext catalogues under ``locales/``; see CONTRIBUTING.md). With
+   ``book_language_switch`` set (``_config.yml`` for the English site,
+   ``scripts/translations.py config`` for the Chinese one), every page opens
+   with a link to the same page in the other language, and names it in its
+   ``<head>`` (``<link rel="alternate" hreflang>``). Exercise and solution
+   titles (sphinx-exercise gives them no source line, so gettext would skip
+   them) are made translatable messages like any heading.
 """
 
 from __future__ import annotations
@@ -116,7 +124,140 @@ def _write_landing_page(app: Any, exception: BaseException | None) -> None:
     Path(app.outdir, "index.html").write_text(page, encoding="utf-8")
 
 
+SWITCH_LINK = (
+    '<p class="kt-language-switch"><a class="reference external" href="{href}" '
+    'hreflang="{lang}" lang="{lang}">{label}</a></p>\n'
+)
+
+
+def _twin_href(switch: dict[str, str], pagename: str) -> str:
+    """The relative URL of ``pagename``'s twin in the other language's site.
+
+    ``switch["root"]`` is the other site's root relative to this site's root
+    (``zh_CN/`` from the English site, ``../`` from the Chinese one).
+    """
+    up = "../" * pagename.count("/")
+    return f"{up}{switch['root']}{pagename}.html"
+
+
+def _language_switch(app: Any, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+    import html
+
+    switch = app.config.book_language_switch or {}
+    if not switch or app.builder.format != "html" or "body" not in context:
+        return
+    missing = {"root", "lang", "label"} - set(switch)
+    if missing:
+        raise ValueError(
+            f"book_language_switch needs the keys root, lang and label; missing {sorted(missing)}. Got {switch!r}."
+        )
+    href = html.escape(_twin_href(switch, pagename))
+    lang = html.escape(switch["lang"])
+    context["body"] = SWITCH_LINK.format(href=href, lang=lang, label=html.escape(switch["label"])) + context["body"]
+    context["metatags"] = context.get("metatags", "") + f'<link rel="alternate" hreflang="{lang}" href="{href}" />\n'
+
+
+def _exercise_titles_translatable() -> type:
+    """A transform that gives sphinx-exercise's titles a source and a line.
+
+    Sphinx extracts (gettext) and translates (``Locale``, priority 20) only
+    text nodes that know where they come from; sphinx-exercise builds its
+    title nodes without. Runs just before ``Locale``.
+    """
+    from sphinx.transforms import SphinxTransform
+
+    class ExerciseTitlesTranslatable(SphinxTransform):
+        default_priority = 19
+
+        def apply(self, **kwargs: Any) -> None:
+            from docutils import nodes
+
+            for node in self.document.findall(nodes.subtitle):
+                if node.source or node.__class__.__name__ not in ("exercise_subtitle", "solution_subtitle"):
+                    continue
+                parent = node.parent
+                while parent is not None and not parent.line:
+                    parent = parent.parent
+                node.source = self.document["source"]
+                node.line = parent.line if parent is not None else 1
+                # gettext's message is the node's raw source, which sphinx-exercise leaves empty
+                # (it does not keep the directive's argument); the rendered text stands in.
+                node.rawsource = node.astext()
+
+    return ExerciseTitlesTranslatable
+
+
+def _toc_captions_translated() -> type:
+    """A transform that translates the captions of the table of contents.
+
+    sphinx-external-toc inserts the root page's toctrees (with the part
+    captions of ``_toc.yml``, "The book", "Appendices") at priority 100,
+    after Sphinx's ``Locale`` transform (20) has translated the page: the
+    gettext builder extracts the captions, but nothing would translate them.
+    """
+    from sphinx.transforms import SphinxTransform
+
+    class TocCaptionsTranslated(SphinxTransform):
+        default_priority = 101
+
+        def apply(self, **kwargs: Any) -> None:
+            import os
+
+            from sphinx import addnodes
+            from sphinx.locale import init as init_locale
+            from sphinx.util.i18n import docname_to_domain
+
+            if not self.config.language or self.config.language == "en":
+                return
+            toctrees = [n for n in self.document.findall(addnodes.toctree) if n.get("rawcaption")]
+            if not toctrees:
+                return
+            domain = docname_to_domain(self.env.docname, self.config.gettext_compact)
+            dirs = [os.path.join(self.env.srcdir, d) for d in self.config.locale_dirs]
+            catalog, has_catalog = init_locale(dirs, self.config.language, domain)
+            if not has_catalog:
+                return
+            for toctree in toctrees:
+                translated = catalog.gettext(toctree["rawcaption"])
+                if translated:
+                    toctree["caption"] = translated
+
+    return TocCaptionsTranslated
+
+
+def _extract_exercise_titles(app: Any) -> None:
+    """Let the gettext builder extract exercise titles too.
+
+    The builder reads each page after post-transforms, and sphinx-exercise's
+    post-transform has by then folded the title into a plain heading that
+    no longer knows its source. The titles are read from the stored doctree
+    (before post-transforms) instead, where the transform above marked them.
+    """
+    if app.builder.name != "gettext":
+        return
+    from docutils import nodes
+    from sphinx.util.i18n import docname_to_domain
+
+    builder = app.builder
+    original = builder.write_doc
+
+    def write_doc(docname: str, doctree: Any) -> None:
+        original(docname, doctree)
+        catalog = builder.catalogs[docname_to_domain(docname, app.config.gettext_compact)]
+        for node in app.env.get_doctree(docname).findall(nodes.subtitle):
+            if node.__class__.__name__ in ("exercise_subtitle", "solution_subtitle") and node.rawsource:
+                node.uid = ""
+                catalog.add(node.rawsource, node)
+
+    builder.write_doc = write_doc
+
+
 def setup(app: Any) -> dict[str, Any]:
+    app.add_transform(_exercise_titles_translatable())
+    app.add_transform(_toc_captions_translated())
+    app.connect("builder-inited", _extract_exercise_titles)
+    app.add_config_value("book_language_switch", {}, "html", [dict])
+    app.connect("html-page-context", _language_switch)
     app.connect("source-read", _replace)
     app.connect("missing-reference", _outside_reference)
     # Priority below the default 500: before sphinx-external-toc writes its bare redirect.

@@ -171,6 +171,8 @@ def _feed_module(h: "hashlib._Hash", module: nn.Module, depth: int) -> None:
     h.update(f"M:{cls.__module__}.{cls.__qualname__}:{module!r}:".encode())
     for name, sub in module.named_modules():
         h.update(f"{name}:{sub.training};".encode())
+    for name, param in module.named_parameters():  # a frozen layer trains differently
+        h.update(f"{name}:{param.requires_grad};".encode())
     for name, tensor in module.state_dict().items():
         h.update(name.encode())
         _hash_tensor(h, tensor)

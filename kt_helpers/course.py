@@ -365,6 +365,8 @@ def no_solutions_config(out: Path, root: Path | None = None) -> Path:
     root = root or find_book_root()
     config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
     config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
+    # No Chinese edition is built next to this site: no link to one (_ext/book_config.py).
+    config["sphinx"]["config"]["book_language_switch"] = {}
     # Its launch buttons open the student copies (``make student``, committed to the fork).
     config.setdefault("repository", {})["path_to_book"] = "student"
     # Jupyter Book resolves these paths against the folder of the config file,

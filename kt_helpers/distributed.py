@@ -107,7 +107,7 @@ def exact_kd_loss(
 
     .. math::
         L = \\frac{\\alpha}{|\\mathcal{L}|} \\sum_{n \\in \\mathcal{L}} \\mathrm{CE}(z_n, y_n)
-          + \\frac{(1-\\alpha)\\,T^2}{|\\mathcal{B}|} \\sum_{n \\in \\mathcal{B}} \\mathrm{KL}_n
+          + \\frac{(1-\\alpha)\\,\\tau^2}{|\\mathcal{B}|} \\sum_{n \\in \\mathcal{B}} \\mathrm{KL}_n
 
     Process r holds the samples :math:`\\mathcal{B}_r` and returns
     :math:`W \\cdot L_r`, with :math:`L_r` the same formula summed over
@@ -125,7 +125,7 @@ def exact_kd_loss(
             :func:`per_sample_kl` or :meth:`TeacherCache.kl`); None when
             ``alpha == 1`` (plain cross-entropy, e.g. to train the teacher).
         alpha: weight of the labels, in [0, 1] (the book's convention).
-        temperature: T > 0.
+        temperature: τ > 0.
         num_labelled: labelled samples in the global batch (a term with none
             contributes 0, as in ``kd_loss``).
         num_samples: samples in the global batch, > 0.

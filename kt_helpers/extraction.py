@@ -50,7 +50,7 @@ def soft_targets(model: nn.Module, X: Tensor, temperature: float = 1.0) -> Tenso
     Args:
         model: the source (teacher) model.
         X: inputs of shape (N, ...).
-        temperature: T > 0.
+        temperature: τ > 0.
 
     Returns:
         Probabilities of shape (N, num_classes), rows summing to 1.

@@ -114,15 +114,18 @@ def kd_loss(
     """The knowledge-distillation loss: fusion in the space of outputs.
 
     .. math::
-        L = \\alpha \\, \\mathrm{CE}(z_s, y)
-            + (1 - \\alpha) \\, T^2 \\,
-            \\mathrm{KL}\\bigl(\\mathrm{softmax}(z_t / T) \\,\\Vert\\, \\mathrm{softmax}(z_s / T)\\bigr)
+        L = \\alpha \\, \\mathrm{CE}(z, y)
+            + (1 - \\alpha) \\, \\tau^2 \\,
+            \\mathrm{KL}\\bigl(\\mathrm{softmax}(v / \\tau) \\,\\Vert\\, \\mathrm{softmax}(z / \\tau)\\bigr)
+
+    with z the student's logits, v the teacher's and τ the temperature (the
+    notation of chapter 1).
 
     The KL term is averaged over the batch (PyTorch's ``reduction="batchmean"``,
     the true KL divergence; ``"mean"`` would also divide by the number of
     classes). Its gradient with respect to the student's logits is
-    :math:`(1-\\alpha)\\,T\\,(q - p)/N`, with q and p the student's and the
-    teacher's softened probabilities: the factor :math:`T^2` keeps the soft
+    :math:`(1-\\alpha)\\,\\tau\\,(q - p)/N`, with q and p the student's and the
+    teacher's softened probabilities: the factor :math:`\\tau^2` keeps the soft
     term's gradient on the same scale whatever the temperature (Hinton et al.,
     2015, section 2; derived and checked with autograd in chapter 3).
 
@@ -143,7 +146,7 @@ def kd_loss(
         teacher_logits: of shape (N, C), for the same samples.
         targets: class indices of shape (N,), ``-1`` for unlabelled samples.
         alpha: weight of the target's own knowledge (the labels), in [0, 1].
-        temperature: T > 0.
+        temperature: τ > 0.
 
     Returns:
         A scalar tensor.
@@ -207,7 +210,7 @@ class TransferObjective(nn.Module):
     """An objective for :func:`~kt_helpers.train.fit` that fuses a teacher's knowledge.
 
     .. math::
-        L = \\alpha\\,\\mathrm{CE}(z_s, y) + (1-\\alpha)\\bigl[\\,T^2\\,\\mathrm{KL}(p_t \\Vert q_s)
+        L = \\alpha\\,\\mathrm{CE}(z, y) + (1-\\alpha)\\bigl[\\,\\tau^2\\,\\mathrm{KL}(p \\Vert q)
             + \\beta \\, L_\\text{hint}\\bigr]
 
     with the KL term present when ``teacher_logits`` are given and the hint
@@ -222,7 +225,7 @@ class TransferObjective(nn.Module):
         mapping: the learned map from the student's features to the teacher's,
             required with ``teacher_features``; trained with the student.
         alpha: weight of the labels (the target's own knowledge), in [0, 1].
-        temperature: T > 0 for the KL term.
+        temperature: τ > 0 for the KL term.
         hint_weight: β ≥ 0, weight of the hint term.
 
     Shape:

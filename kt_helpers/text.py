@@ -375,7 +375,7 @@ def sample(
     """Continue each prompt by ``num_chars`` characters drawn from the model.
 
     Each character is drawn from :math:`\\mathrm{softmax}(z / T)` of the
-    model's logits z given everything before it (``temperature`` T = 1 samples
+    model's logits z given everything before it (``temperature`` τ = 1 samples
     the model's own distribution; T < 1 sharpens it towards its most likely
     characters). Each draw takes one uniform number u per row and returns
     the first character whose cumulative probability exceeds u. No gradient
@@ -386,7 +386,7 @@ def sample(
             back in the mode it was in afterwards).
         prompt: the prompts' character indices, at least one per row.
         num_chars: how many characters to add.
-        temperature: T > 0.
+        temperature: τ > 0.
         generator: the random stream of the draws.
 
     Shape:
@@ -496,7 +496,7 @@ def token_kd_loss(
     Each of the B·L positions is one "sample" whose classes are the next
     character, so the (B, L, V) logits are reshaped to (B·L, V) and passed to
     :func:`~kt_helpers.fusion.kd_loss` unchanged. With the defaults α = 0 and
-    T = 1 it is the forward KL, averaged over positions,
+    τ = 1 it is the forward KL, averaged over positions,
 
     .. math::
         \\frac{1}{BL} \\sum_{b,t} \\mathrm{KL}\\bigl(p(\\cdot \\mid x_{<t}) \\,\\Vert\\, q(\\cdot \\mid x_{<t})\\bigr),

@@ -4,7 +4,7 @@ Introduced in chapter 3 (fusion in the space of outputs). Each explorer is
 built from two parts that can be used, and tested, on their own:
 
 * a pure *compute* function that returns the numbers the explorer shows —
-  :func:`temperature_probabilities` (a digit's soft labels at temperature T)
+  :func:`temperature_probabilities` (a digit's soft labels at temperature τ)
   and :func:`fused_targets` (the source document's fusion rule applied to the
   target distribution, α·one-hot + (1 − α)·teacher soft labels);
 * a *plot* function from :mod:`kt_helpers.plots` that only draws them
@@ -124,10 +124,10 @@ def temperature_probabilities(
 
     Args:
         logits: one sample's logits, of shape (C,).
-        temperatures: a temperature T > 0 or a sequence of them.
+        temperatures: a temperature τ > 0 or a sequence of them.
 
     Returns:
-        ``{"T = 1": p(1), "T = 4": p(4), ...}``, each of shape (C,), float64,
+        ``{"τ = 1": p(1), "τ = 4": p(4), ...}``, each of shape (C,), float64,
         in the order given.
 
     Example:
@@ -140,7 +140,7 @@ def temperature_probabilities(
     out: dict[str, Tensor] = {}
     for t in _as_list(temperatures, func, "temperatures"):
         t = check_positive(t, func, "temperatures")
-        out[f"T = {t:.3g}"] = F.softmax(z / t, dim=0)  # (C,)
+        out[f"τ = {t:.3g}"] = F.softmax(z / t, dim=0)  # (C,)
     return out
 
 
@@ -154,7 +154,7 @@ def fused_targets(
     """The fusion rule applied to a target distribution: α·one-hot(y) + (1 − α)·p_teacher.
 
     .. math::
-        \\tilde y = \\alpha\\, \\mathrm{onehot}(y) + (1-\\alpha)\\, \\mathrm{softmax}(z_t / T)
+        \\tilde y = \\alpha\\, \\mathrm{onehot}(y) + (1-\\alpha)\\, \\mathrm{softmax}(v / \\tau)
 
     Because the cross-entropy is linear in its target, training on
     :math:`\\tilde y` is training on α·CE(labels) + (1 − α)·CE(teacher's soft
@@ -165,10 +165,10 @@ def fused_targets(
         label: the sample's class y, in [0, C).
         teacher_logits: the teacher's logits for the sample, of shape (C,).
         alphas: α in [0, 1], the weight of the label, or a sequence of them.
-        temperature: T > 0 of the teacher's soft labels.
+        temperature: τ > 0 of the teacher's soft labels.
 
     Returns:
-        ``{"labels K_t": one-hot, "teacher T(K_s), T = ...": p, "fused K_t', α = ...": ...}``,
+        ``{"labels K_t": one-hot, "teacher T(K_s), τ = ...": p, "fused K_t', α = ...": ...}``,
         each of shape (C,), float64; one fused entry per α, in the order given.
 
     Example:
@@ -187,7 +187,7 @@ def fused_targets(
     temperature = check_positive(temperature, func, "temperature")
     onehot = F.one_hot(torch.tensor(label), num_classes).double()  # (C,)
     teacher = F.softmax(z / temperature, dim=0)  # (C,)
-    out = {"labels K_t": onehot, f"teacher T(K_s), T = {temperature:.3g}": teacher}
+    out = {"labels K_t": onehot, f"teacher T(K_s), τ = {temperature:.3g}": teacher}
     for a in _as_list(alphas, func, "alphas"):
         a = check_alpha(a, func, "alphas")
         out[f"fused K_t', α = {a:.2f}"] = fuse(onehot, teacher, a)
@@ -229,7 +229,7 @@ def temperature_explorer(
     log: bool = False,
     title: str | None = None,
 ) -> ipywidgets.interactive:
-    """A slider over the temperature T showing one sample's soft labels at T and at ``reference``.
+    """A slider over the temperature τ showing one sample's soft labels at τ and at ``reference``.
 
     Built from :func:`temperature_probabilities` and
     :func:`kt_helpers.plots.plot_probabilities`. Chapter 3.
@@ -278,7 +278,7 @@ def alpha_explorer(
 
     Built from :func:`fused_targets` and :func:`kt_helpers.plots.plot_probabilities`;
     the figure's title states the two weights of the distillation loss,
-    α on the cross-entropy and (1 − α)·T² on the KL term. Chapter 3.
+    α on the cross-entropy and (1 − α)·τ² on the KL term. Chapter 3.
 
     Args:
         label: the sample's class, in [0, C).
@@ -307,7 +307,7 @@ def alpha_explorer(
         targets = fused_targets(label, z, alpha, temperature=temperature)
         weights = (
             f"loss = {alpha:.2f}·CE + {(1 - alpha) * temperature**2:.2f}·KL  "
-            f"(α = {alpha:.2f}, (1 − α)·T² with T = {temperature:.3g})"
+            f"(α = {alpha:.2f}, (1 − α)·τ² with τ = {temperature:.3g})"
         )
         figure = plots.plot_probabilities(
             targets, classes=classes, title=weights if title is None else f"{title}\n{weights}"

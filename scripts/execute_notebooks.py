@@ -111,9 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     # An empty training cache for this run (kt_helpers.cache): every stored number
     # comes from code that ran in this execution; a notebook that trains a model an
     # earlier one trained reads the same bits back instead of training it again.
-    with tempfile.TemporaryDirectory(prefix="kt-cache-") as fresh:
-        os.environ[cache.DIR_VARIABLE] = fresh
-        return _run(args)
+    saved = os.environ.get(cache.DIR_VARIABLE)
+    try:
+        with tempfile.TemporaryDirectory(prefix="kt-cache-") as fresh:
+            os.environ[cache.DIR_VARIABLE] = fresh
+            return _run(args)
+    finally:
+        if saved is None:
+            os.environ.pop(cache.DIR_VARIABLE, None)
+        else:
+            os.environ[cache.DIR_VARIABLE] = saved
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -38,6 +38,11 @@ CHROMEDRIVER = os.environ.get("KT_CHROMEDRIVER", "/usr/bin/chromedriver")
 
 #: A term the book uses on several pages; the search page must find it.
 SEARCH_TERM = "distillation"
+#: The Chinese edition, built into this folder of the site (``make build-zh``);
+#: the English crawl leaves it to ``tests/test_site_zh.py``.
+ZH_PREFIX = "zh_CN/"
+ZH_SEARCH_TERM = "知识迁移"
+ZH_SCREENSHOT_DIR = SCREENSHOT_DIR / "zh_CN"
 DESKTOP = (1280, 900)
 PHONE = (390, 844)
 #: Full-page screenshots longer than this are cut into parts (Chromium captures
@@ -348,7 +353,7 @@ function poll() {
   const results = document.querySelector("#search-results");
   const summary = results && results.querySelector(".search-summary");
   const text = summary ? summary.textContent.trim() : "";
-  const finished = text && !/preparing|searching/i.test(text);
+  const finished = text && !/preparing|searching|正在/i.test(text);  // 正在准备搜索, 正在搜索中 (zh_CN)
   if (finished || Date.now() > deadline) {
     done({
       finished: !!finished,
@@ -463,18 +468,34 @@ def _drain(driver, page: Page | None, base: str, seen: dict[str, str] | None = N
             page.console.append(entry["message"].replace(base, "/"))
 
 
-def crawl(driver, base: str) -> Crawl:
-    """Read every page reachable from the landing page at both widths, with screenshots."""
+def crawl(
+    driver,
+    base: str,
+    *,
+    prefix: str = "",
+    exclude: tuple[str, ...] = (ZH_PREFIX,),
+    search_term: str = SEARCH_TERM,
+    screenshot_dir: Path | None = None,
+) -> Crawl:
+    """Read every page reachable from the landing page at both widths, with screenshots.
+
+    ``prefix`` is the folder of the site to read (``""`` for the English site,
+    ``zh_CN/`` for the Chinese one, whose landing page is ``zh_CN/index.html``);
+    pages outside it, or under ``exclude``, are linked to but not read.
+    """
+    from urllib.parse import quote
+
+    screenshot_dir = SCREENSHOT_DIR if screenshot_dir is None else screenshot_dir
     start = time.perf_counter()
     for width in ("desktop", "phone"):
-        folder = SCREENSHOT_DIR / width
+        folder = screenshot_dir / width
         if folder.is_dir():
             for old in folder.glob("*.png"):
                 old.unlink()
 
     pages: dict[str, Page] = {}
     redirects: dict[str, dict] = {}
-    queue = ["index.html"]
+    queue = [prefix + "index.html"]
     seen = set(queue)
     _SEEN_REQUESTS.clear()
     driver.get("about:blank")  # leave the new-tab page, whose requests are Chromium's own
@@ -504,14 +525,16 @@ def crawl(driver, base: str) -> Crawl:
             driver.get(base + path)
             page.mathjax = driver.execute_async_script(WAIT_FOR_PAGE_JS)
             page.desktop = driver.execute_script(COLLECT_JS)
-            shot = path.removesuffix(".html").replace("/", "__") + ".png"
-            screenshot(driver, SCREENSHOT_DIR / "desktop" / shot, *DESKTOP, mobile=False)
+            shot = path.removeprefix(prefix).removesuffix(".html").replace("/", "__") + ".png"
+            screenshot(driver, screenshot_dir / "desktop" / shot, *DESKTOP, mobile=False)
             if page.desktop["launch"]:
                 page.launch_menu_shows_colab = _launch_menu_shows_colab(driver)
             _drain(driver, page, base)
             found = [site_path(link["href"], base) for link in page.desktop["links"]]
         for new in found:
-            if new and new.endswith(".html") and new not in seen and (SITE_DIR / new).is_file():
+            if not new or not new.startswith(prefix) or any(new.startswith(e) for e in exclude if e != prefix):
+                continue
+            if new.endswith(".html") and new not in seen and (SITE_DIR / new).is_file():
                 seen.add(new)
                 queue.append(new)
 
@@ -520,14 +543,14 @@ def crawl(driver, base: str) -> Crawl:
         driver.get(base + path)
         driver.execute_async_script(WAIT_FOR_PAGE_JS)
         page.overflow = driver.execute_script(OVERFLOW_JS, PHONE[0])
-        shot = path.removesuffix(".html").replace("/", "__") + ".png"
-        screenshot(driver, SCREENSHOT_DIR / "phone" / shot, *PHONE, mobile=True)
+        shot = path.removeprefix(prefix).removesuffix(".html").replace("/", "__") + ".png"
+        screenshot(driver, screenshot_dir / "phone" / shot, *PHONE, mobile=True)
         _drain(driver, page, base)
 
     set_viewport(driver, *DESKTOP, mobile=False)
-    driver.get(f"{base}search.html?q={SEARCH_TERM}")
+    driver.get(f"{base}{prefix}search.html?q={quote(search_term)}")
     search = driver.execute_async_script(SEARCH_JS)
-    probe = Page(f"search.html?q={SEARCH_TERM}")
+    probe = Page(f"{prefix}search.html?q={search_term}")
     _drain(driver, probe, base)
     search.update(console=probe.console, requests=probe.requests, failed=probe.failed)
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
@@ -596,14 +619,14 @@ def missing_prerequisite() -> str | None:
     return None
 
 
-def run_crawl() -> Crawl:
-    """Serve the site, start the browser, crawl, and clean up after both."""
+def run_crawl(**options) -> Crawl:
+    """Serve the site, start the browser, crawl (``options`` go to :func:`crawl`), and clean up."""
     server = SiteServer(SITE_DIR)
     profile = tempfile.mkdtemp(prefix="kt-chromium-")
     driver = None
     try:
         driver = start_chrome(profile)
-        return crawl(driver, server.base)
+        return crawl(driver, server.base, **options)
     finally:
         if driver is not None:
             driver.quit()

@@ -152,3 +152,51 @@ def test_fingerprint_tells_tensors_apart_by_bits_shape_and_dtype():
     assert cache.fingerprint(a) != cache.fingerprint(b)
     with pytest.raises(cache.Uncacheable):
         cache.fingerprint(lambda: 0)
+
+
+def test_notebooks_turn_the_cache_on_and_the_execute_script_starts_it_empty(monkeypatch, tmp_path):
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    from kt_helpers import course
+
+    root = Path(__file__).resolve().parent.parent
+    assert "cache.enable()" in course.setup_source(*course.read_repository(root))
+    spec = importlib.util.spec_from_file_location("execute_notebooks_for_cache",
+                                                  root / "scripts" / "execute_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(root / "scripts"))
+    seen = []
+    monkeypatch.setattr(module, "execute", lambda path, timeout: seen.append(
+        (os.environ[cache.DIR_VARIABLE], list(Path(os.environ[cache.DIR_VARIABLE]).iterdir()))) or 1.0)
+    monkeypatch.setenv(cache.DIR_VARIABLE, str(tmp_path))  # the user's cache, which must not be used
+    (tmp_path / "stale.pt").write_bytes(b"x")
+    times = root / "benchmarks" / "results" / "notebook_times.json"
+    before = times.read_text()
+    try:
+        module.main([str(root / "chapters" / "05_applications" / "03_new_models.ipynb"), "--skip-appendices"])
+    finally:
+        times.write_text(before)
+    assert seen and all(folder != str(tmp_path) and files == [] for folder, files in seen)
+    assert os.environ[cache.DIR_VARIABLE] == str(tmp_path)
+
+
+def test_a_frozen_layer_is_a_different_run(cache_on, splits):
+    # Freezing the body changes what training does; the weights alone do not show it.
+    results = []
+    for freeze in (False, True):
+        train.seed_everything(0)
+        model = models.MLP(hidden=(32,))
+        for p in model[1].parameters():
+            p.requires_grad_(not freeze)
+        before = model[1].weight.detach().clone()
+        train.fit(model, splits.X_train[:128].flatten(1), splits.y_train[:128], num_epochs=1)
+        results.append(torch.equal(before, model[1].weight))
+    assert cache_on() == {"hits": 0, "misses": 2, "uncacheable": 0}
+    assert results == [False, True]  # the frozen body did not move

@@ -127,7 +127,7 @@ def make_kd(
 
 
 KD_MISTAKES = {
-    "off by a factor T² in the soft term": make_kd(t2=False),
+    "off by a factor τ² in the soft term": make_kd(t2=False),
     "KL arguments are swapped": make_kd(swapped=True),
     "reduction='mean'": make_kd(reduction="mean"),
     "reduction='sum'": make_kd(reduction="sum"),
@@ -182,7 +182,7 @@ def test_kd_loss_diagnoses_the_real_reduction_mean():
 def test_kd_loss_diagnoses_two_mistakes_at_once():
     result = checks.check_kd_loss(make_kd(t2=False, reduction="mean"), verbose=False)
     assert not result.passed
-    assert "factor T²" in result.message and "reduction='mean'" in result.message
+    assert "factor τ²" in result.message and "reduction='mean'" in result.message
 
 
 def test_kd_loss_unknown_mistake_names_the_wrong_term():

@@ -56,7 +56,7 @@ def make_fusion(**mistakes):
 
 
 MISTAKES = {
-    "the factor T²": (dict(no_t2=True), "lacks the factor T²"),
+    "the factor τ²": (dict(no_t2=True), "lacks the factor τ²"),
     "no temperature": (dict(divide="none"), "applied to neither side"),
     "teacher unsoftened": (dict(divide="student"), "to the student's logits only"),
     "student unsoftened": (dict(divide="teacher"), "to the teacher's logits only"),
@@ -96,7 +96,7 @@ def test_each_mistake_is_named(name, capsys):
 
 def test_two_mistakes_are_both_named():
     message = check_fusion_loss(make_fusion(no_t2=True, alpha_swapped=True), verbose=False).message
-    assert "lacks the factor T²" in message and "α weighs the wrong terms" in message
+    assert "lacks the factor τ²" in message and "α weighs the wrong terms" in message
 
 
 def test_a_cross_entropy_over_unlabelled_samples_is_explained():

@@ -112,7 +112,7 @@ def logit_matching(z_s, z_t):
 
 
 def test_the_reference_is_the_limit_of_kd_loss():
-    # The oracle: T²·KL from kd_loss (α = 0) approaches the reference as T grows.
+    # The oracle: τ²·KL from kd_loss (α = 0) approaches the reference as T grows.
     gen = torch.Generator().manual_seed(0)
     z_s, z_t = torch.randn(6, 10, generator=gen, dtype=torch.float64), torch.randn(6, 10, generator=gen, dtype=torch.float64)
     y = torch.zeros(6, dtype=torch.long)

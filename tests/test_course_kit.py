@@ -225,6 +225,8 @@ def test_no_solutions_config_hides_solutions(tmp_path):
     config = yaml.safe_load(out.read_text())
     assert config["sphinx"]["config"]["hide_solutions"] is True
     assert all(Path(b).is_file() for b in config["bibtex_bibfiles"])
+    # No Chinese edition is built next to the students' site, so its pages link to none.
+    assert not config["sphinx"]["config"]["book_language_switch"]
 
 
 def test_the_no_solutions_config_finds_the_books_own_extension(tmp_path):

@@ -28,7 +28,7 @@ def _bar_heights(figure, group: int, num_classes: int) -> torch.Tensor:
 
 def test_temperature_probabilities_is_softmax_of_logits_over_t():
     probs = widgets.temperature_probabilities(LOGITS, [1.0, 4.0])
-    assert list(probs) == ["T = 1", "T = 4"]
+    assert list(probs) == ["τ = 1", "τ = 4"]
     for t, p in zip([1.0, 4.0], probs.values()):
         torch.testing.assert_close(p, F.softmax(LOGITS.double() / t, dim=0))
 
@@ -72,14 +72,14 @@ def test_temperature_explorer_builds_and_updates():
     assert isinstance(explorer.children[-1], ipywidgets.Output)
     first = explorer.result
     assert isinstance(first, widgets.ExplorerView)
-    assert list(first.values) == ["T = 1", "T = 2"]
+    assert list(first.values) == ["τ = 1", "τ = 2"]
 
     slider.value = 8.0
     view = explorer.result
     assert view is not first
-    assert list(view.values) == ["T = 1", "T = 8"]
+    assert list(view.values) == ["τ = 1", "τ = 8"]
     expected = F.softmax(LOGITS.double() / 8.0, dim=0)
-    torch.testing.assert_close(view.values["T = 8"], expected)
+    torch.testing.assert_close(view.values["τ = 8"], expected)
     # the figure shows the new values, and no figure is left open
     torch.testing.assert_close(_bar_heights(view.figure, 1, 5), expected)
     assert plt.get_fignums() == []
@@ -102,7 +102,7 @@ def test_alpha_explorer_builds_and_updates():
     assert "0.20·CE + 12.80·KL" in view.figure.axes[0].get_title()
 
     temperature_slider.value = 1.0
-    assert "teacher T(K_s), T = 1" in explorer.result.values
+    assert "teacher T(K_s), τ = 1" in explorer.result.values
     assert plt.get_fignums() == []
 
 

@@ -25,14 +25,14 @@ __all__ = ["check_kd_gradient"]
 _GRAD_MISTAKES = {
     "over_t": (
         "your soft term's gradient is (q − p)/T, the gradient of the KL divergence alone; "
-        "the loss multiplies the KL term by T², so its gradient is (1 − α)·T·(q − p)/N"
+        "the loss multiplies the KL term by τ², so its gradient is (1 − α)·T·(q − p)/N"
     ),
     "t_squared": (
-        "your soft term has a factor T², but the chain rule through z/T takes one T away: "
+        "your soft term has a factor τ², but the chain rule through z/T takes one T away: "
         "the gradient is (1 − α)·T·(q − p)/N"
     ),
     "no_t": (
-        "your soft term lacks the factor T: T² from the loss times 1/T from the chain rule "
+        "your soft term lacks the factor T: τ² from the loss times 1/T from the chain rule "
         "through z/T leaves (1 − α)·T·(q − p)/N"
     ),
     "flipped": (
@@ -155,7 +155,7 @@ def check_kd_gradient(fn: Callable[..., Any], *, verbose: bool = True) -> CheckR
         ...     hard = F.softmax(s, 1) - F.one_hot(y, s.shape[1])
         ...     return (alpha * hard + (1 - alpha) * (q - p) / temperature) / len(s)
         >>> _ = check_kd_gradient(kl_only)
-        not yet: your soft term's gradient is (q − p)/T, the gradient of the KL divergence alone; the loss multiplies the KL term by T², so its gradient is (1 − α)·T·(q − p)/N.
+        not yet: your soft term's gradient is (q − p)/T, the gradient of the KL divergence alone; the loss multiplies the KL term by τ², so its gradient is (1 − α)·T·(q − p)/N.
     """
     _require_callable(
         fn, "check_kd_gradient", "fn(student_logits, teacher_logits, targets, alpha, temperature)"

@@ -1,7 +1,7 @@
 """Self-check for the high-temperature limit of distillation, logit matching (chapter 8).
 
 * :func:`check_logit_matching` — ``fn(student_logits, teacher_logits)``, the
-  loss that ``T²·KL`` of :func:`kt_helpers.fusion.kd_loss` tends to as T grows
+  loss that ``τ²·KL`` of :func:`kt_helpers.fusion.kd_loss` tends to as T grows
   (Hinton et al., 2015, section 2.1).
 """
 
@@ -29,7 +29,7 @@ __all__ = ["check_logit_matching"]
 #: The mistakes that :func:`check_logit_matching` recognises, each with its explanation.
 _MISTAKES = {
     "not_centred": (
-        "the logits are not centred: the softmax, and so T²·KL at every temperature, cannot see "
+        "the logits are not centred: the softmax, and so τ²·KL at every temperature, cannot see "
         "a shift of a sample's logits, so its limit compares z − mean(z) per sample; subtract "
         "each row's mean (dim=1) from both. Regressing the raw logits (as Ba and Caruana do) also "
         "penalises a difference of means that no softmax sees"
@@ -41,15 +41,15 @@ _MISTAKES = {
     "student_only": "only the student's logits are centred: centre the teacher's too",
     "teacher_only": "only the teacher's logits are centred: centre the student's too",
     "no_half": (
-        "the factor 1/2 is missing: the limit is (1 / 2C)·‖z_s − z_t‖² per sample "
+        "the factor 1/2 is missing: the limit is (1 / 2C)·‖z − v‖² per sample "
         "(F.mse_loss averages over the C classes but does not halve)"
     ),
     "no_c": (
-        "the factor 1/C is missing: the limit is (1 / 2C)·‖z_s − z_t‖² per sample, the squared "
+        "the factor 1/C is missing: the limit is (1 / 2C)·‖z − v‖² per sample, the squared "
         "error averaged over the C classes and halved"
     ),
     "no_constant": (
-        "the constant 1/(2C) is missing: the limit is (1 / 2C)·‖z_s − z_t‖² per sample, "
+        "the constant 1/(2C) is missing: the limit is (1 / 2C)·‖z − v‖² per sample, "
         "not the plain squared distance"
     ),
     "sum": (
@@ -106,7 +106,7 @@ def check_logit_matching(fn: Callable[[Tensor, Tensor], Any], *, verbose: bool =
     """Check a learner's high-temperature limit of the distillation loss (logit matching).
 
     As T grows, the soft term of :func:`kt_helpers.fusion.kd_loss` (α = 0,
-    ``T²·KL`` averaged over the batch) tends to a squared error between the
+    ``τ²·KL`` averaged over the batch) tends to a squared error between the
     logits centred per sample (Hinton et al., 2015, section 2.1):
 
     .. math::
@@ -137,7 +137,7 @@ def check_logit_matching(fn: Callable[[Tensor, Tensor], Any], *, verbose: bool =
         ...     z_t = z_t - z_t.mean(dim=1, keepdim=True)
         ...     return ((z_s - z_t) ** 2).sum(dim=1).mean() / (2 * z_s.shape[1])
         >>> _ = check_logit_matching(logit_matching)
-        correct: your loss equals the high-temperature limit of T²·KL, (1 / 2C)·‖centred z_s − centred z_t‖² averaged over the batch.
+        correct: your loss equals the high-temperature limit of τ²·KL, (1 / 2C)·‖centred z − centred v‖² averaged over the batch.
         >>> _ = check_logit_matching(lambda z_s, z_t: 0.5 * torch.nn.functional.mse_loss(z_s, z_t))  # doctest: +ELLIPSIS
         not yet: the logits are not centred: ...
     """
@@ -168,11 +168,11 @@ def check_logit_matching(fn: Callable[[Tensor, Tensor], Any], *, verbose: bool =
         return [_variant(z_s, z_t, **combo) for z_s, z_t in cases]
 
     if matches(compute({})):
-        return _finish(True, "correct: your loss equals the high-temperature limit of T²·KL, "
-                             "(1 / 2C)·‖centred z_s − centred z_t‖² averaged over the batch.", verbose)
+        return _finish(True, "correct: your loss equals the high-temperature limit of τ²·KL, "
+                             "(1 / 2C)·‖centred z − centred v‖² averaged over the batch.", verbose)
     known = first_known_mistake(combinations(_OPTIONS), compute, matches, _mistakes, _MISTAKES)
     if known is not None:
         return _finish(False, known, verbose)
     return _finish(False, f"not yet: on the first batch your loss is {got[0]:.4f}, the limit "
                           f"{compute({})[0]:.4f}. Centre each sample's logits (dim=1), then "
-                          "average ‖z_s − z_t‖² / (2C) over the samples.", verbose)
+                          "average ‖z − v‖² / (2C) over the samples.", verbose)

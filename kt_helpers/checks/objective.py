@@ -33,7 +33,7 @@ __all__ = ["check_fusion_loss"]
 #: The mistakes that :func:`check_fusion_loss` recognises, each with its explanation.
 _MISTAKES = {
     "no_t2": (
-        "the soft term lacks the factor T²: multiply the KL term by temperature**2, which keeps "
+        "the soft term lacks the factor τ²: multiply the KL term by temperature**2, which keeps "
         "its gradient on the same scale at every temperature (chapter 3)"
     ),
     "no_temperature": (
@@ -131,7 +131,7 @@ def _mistakes(combo: dict[str, Any]) -> list[str]:
 _Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, nn.Module]
 
 #: (seed, alpha, temperature, hint_weight) of the check's batches: α ∉ {0.5}, β ≠ 1 and
-#: T² ∉ {1, C} in most, so that each mistake changes the loss in its own way.
+#: τ² ∉ {1, C} in most, so that each mistake changes the loss in its own way.
 _CASES = ((1, 0.3, 4.0, 0.5), (2, 0.8, 2.5, 2.0), (3, 0.0, 3.0, 1.0), (4, 1.0, 2.0, 1.5))
 
 
@@ -176,7 +176,7 @@ _SOFT_KEYS = ("t2", "divide", "log", "reversed", "reduction")
 
 def _soft(batch: _Batch, temperature: float, t2: bool, divide: str, log: bool, reversed: bool,
           reduction: str) -> float:
-    """The soft-label term with the given mistakes (the reference: T²·KL(p ‖ q), batchmean)."""
+    """The soft-label term with the given mistakes (the reference: τ²·KL(p ‖ q), batchmean)."""
     z_s, _, z_t, _, _, _ = batch
     B, C = z_s.shape
     t_s = temperature if divide in ("both", "student") else 1.0
@@ -243,7 +243,7 @@ def check_fusion_loss(fn: Callable[..., Any], *, verbose: bool = True) -> CheckR
     features of size 6, teacher features of size 4, a map ``nn.Linear(6, 4)``)
     for several α, T and β. When the result is wrong the check names the
     likely mistakes (up to two at once): the temperature not applied to both
-    sides, the missing T², α on the wrong terms, softmax where log-softmax is
+    sides, the missing τ², α on the wrong terms, softmax where log-softmax is
     needed, the KL divergence reversed, an average over the wrong dimension
     (of the KL term, of the cross-entropy over the batch instead of the
     labelled samples, of the hint over the samples only), the hint's weights.

@@ -4,7 +4,7 @@
   probabilities ``softmax(logits / T)``;
 * :func:`check_kd_loss` — ``fn(student_logits, teacher_logits, targets, alpha,
   temperature)``, the distillation loss
-  ``α·CE + (1 − α)·T²·KL(teacher_T ‖ student_T)``.
+  ``α·CE + (1 − α)·τ²·KL(teacher_T ‖ student_T)``.
 
 The references are :func:`torch.softmax` and :func:`kt_helpers.fusion.kd_loss`.
 """
@@ -208,7 +208,7 @@ def check_soft_targets(
 #: The mistakes that :func:`check_kd_loss` recognises, each with its explanation.
 _KD_MISTAKES = {
     "no_t2": (
-        "your loss is off by a factor T² in the soft term; see the distillation loss "
+        "your loss is off by a factor τ² in the soft term; see the distillation loss "
         "equation in chapter 3: multiply the KL term by temperature**2"
     ),
     "swapped": (
@@ -333,7 +333,7 @@ def _kd_inputs(seed: int, n: int = 6, c: int = 10) -> tuple[Tensor, Tensor, Tens
 
 
 #: (seed of the inputs, alpha, temperature) of the check's test cases; α ≠ 0.5 and
-#: T² ∉ {1, C} so that every mistake changes the loss in its own way.
+#: τ² ∉ {1, C} so that every mistake changes the loss in its own way.
 _KD_CASES = ((1, 0.3, 4.0), (2, 0.8, 2.5), (3, 0.0, 3.0), (4, 1.0, 2.0))
 
 
@@ -413,7 +413,7 @@ def check_kd_loss(
     alpha=..., temperature=...)`` on small random batches (6 samples, 10
     classes, every sample labelled) for several α and T. When the result
     differs from the reference, the check looks for the common mistakes that
-    explain it — a missing T² factor, the KL arguments swapped,
+    explain it — a missing τ² factor, the KL arguments swapped,
     ``reduction="mean"`` instead of ``"batchmean"``, α on the wrong term, a
     softmax without the temperature, probabilities instead of
     log-probabilities — and names them. It prints one message and returns it
@@ -434,7 +434,7 @@ def check_kd_loss(
     Examples:
         >>> from kt_helpers.fusion import kd_loss
         >>> result = check_kd_loss(kd_loss)
-        correct: your loss equals α·CE + (1 − α)·T²·KL(teacher_T ‖ student_T) for every α and T tried.
+        correct: your loss equals α·CE + (1 − α)·τ²·KL(teacher_T ‖ student_T) for every α and T tried.
         >>> bool(result)
         True
         >>> def no_t2(s, t, y, alpha, temperature):
@@ -442,7 +442,7 @@ def check_kd_loss(
         ...                     F.softmax(t / temperature, dim=1), reduction="batchmean")
         ...     return alpha * F.cross_entropy(s, y) + (1 - alpha) * soft
         >>> _ = check_kd_loss(no_t2)
-        not yet: your loss is off by a factor T² in the soft term; see the distillation loss equation in chapter 3: multiply the KL term by temperature**2.
+        not yet: your loss is off by a factor τ² in the soft term; see the distillation loss equation in chapter 3: multiply the KL term by temperature**2.
     """
     _require_callable(fn, "check_kd_loss", "fn(student_logits, teacher_logits, targets, alpha, temperature)")
 
@@ -472,7 +472,7 @@ def check_kd_loss(
     if matches(reference):
         return _finish(
             True,
-            "correct: your loss equals α·CE + (1 − α)·T²·KL(teacher_T ‖ student_T) "
+            "correct: your loss equals α·CE + (1 − α)·τ²·KL(teacher_T ‖ student_T) "
             "for every α and T tried.",
             verbose,
         )
