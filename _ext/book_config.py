@@ -1,4 +1,4 @@
-"""The book's own Sphinx extension. It does three things.
+"""The book's own Sphinx extension. It does five things.
 
 1. The repository URL is written in one place only, ``repository.url`` in
    ``_config.yml`` (see :mod:`kt_helpers.course`). A page that shows it, such
@@ -27,6 +27,11 @@
    ``<head>`` (``<link rel="alternate" hreflang>``). Exercise and solution
    titles (sphinx-exercise gives them no source line, so gettext would skip
    them) are made translatable messages like any heading.
+5. In the site without solutions (``make book-no-solutions``: sphinx-exercise's
+   ``hide_solutions``), a notebook's solution cells are left out before the
+   page is parsed: every cell of a gated solution (``{solution-start}`` ...
+   ``{solution-end}``, whose code cells ``hide_solutions`` alone would leave on
+   the page) and every cell tagged ``solution`` (``kt_helpers.course.solution_cells``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,22 @@ def _replace(app: Any, docname: str, source: list[str]) -> None:
     if not url:
         raise ValueError(f"{docname} uses {PLACEHOLDER}, but _config.yml sets no repository url. Got {url!r}.")
     source[0] = source[0].replace(PLACEHOLDER, str(url))
+
+
+def _hide_solution_cells(app: Any, docname: str, source: list[str]) -> None:
+    if not getattr(app.config, "hide_solutions", False):
+        return
+    if not str(app.env.doc2path(docname)).endswith(".ipynb"):
+        return
+    import nbformat
+
+    from kt_helpers import course
+
+    nb = nbformat.reads(source[0], as_version=4)
+    drop = course.solution_cells(nb)
+    if drop:
+        nb.cells = [cell for k, cell in enumerate(nb.cells) if k not in drop]
+        source[0] = nbformat.writes(nb)
 
 
 def _is_kt_helpers_object(module_name: str | None, target: str) -> bool:
@@ -259,6 +280,7 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_config_value("book_language_switch", {}, "html", [dict])
     app.connect("html-page-context", _language_switch)
     app.connect("source-read", _replace)
+    app.connect("source-read", _hide_solution_cells)
     app.connect("missing-reference", _outside_reference)
     # Priority below the default 500: before sphinx-external-toc writes its bare redirect.
     app.connect("build-finished", _write_landing_page, priority=400)

@@ -35,10 +35,12 @@ __all__ = [
     "badge_markdown",
     "colab_url",
     "find_book_root",
+    "gated_solutions",
     "notebooks",
     "read_repository",
     "set_repository",
     "setup_source",
+    "solution_cells",
     "strip_solutions",
     "student_notebook",
     "sync_notebook",
@@ -299,33 +301,82 @@ def strip_solutions(markdown: str) -> tuple[str, int]:
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n") if removed else text, removed
 
 
+_GATE = re.compile(r"^[ \t]*(?:`{3,}|:{3,})\{solution-(?P<which>start|end)\}[ \t]*(?P<label>\S*)", flags=re.M)
+
+
+def gated_solutions(cells) -> list[tuple[int, int, str]]:
+    """The gated solutions of a notebook: ``(start, end, label)`` for each.
+
+    A gated solution (sphinx-exercise's ``{solution-start}`` ... ``{solution-end}``)
+    spans several cells: a Markdown cell that opens it, the solution's Markdown
+    and code cells, and a Markdown cell that closes it; ``start`` and ``end`` are
+    the indices of those two cells, ``label`` the exercise it solves.
+
+    Raises:
+        ValueError: a start without its end, an end without its start, or two
+            starts in a row (sphinx-exercise fails the build on each).
+    """
+    spans: list[tuple[int, int, str]] = []
+    open_at: tuple[int, str] | None = None
+    for index, cell in enumerate(cells):
+        if cell.get("cell_type") != "markdown":
+            continue
+        for match in _GATE.finditer(cell.get("source", "")):
+            if match.group("which") == "start":
+                if open_at is not None:
+                    raise ValueError(
+                        f"A {{solution-start}} in cell {index} opens a gated solution while the one "
+                        f"opened in cell {open_at[0]} ({open_at[1]}) is not closed: expected a "
+                        "{solution-end} first."
+                    )
+                open_at = (index, match.group("label"))
+            else:
+                if open_at is None:
+                    raise ValueError(
+                        f"The {{solution-end}} in cell {index} closes no gated solution: expected a "
+                        "{solution-start} before it."
+                    )
+                spans.append((open_at[0], index, open_at[1]))
+                open_at = None
+    if open_at is not None:
+        raise ValueError(
+            f"The {{solution-start}} in cell {open_at[0]} ({open_at[1]}) is never closed: expected "
+            "a {solution-end} after it."
+        )
+    return spans
+
+
+def solution_cells(nb) -> set[int]:
+    """Indices of the cells that belong to a solution: every cell of a gated
+    solution (its opening and closing cells included) and every cell tagged
+    ``solution``. Plain ``{solution}`` blocks inside other Markdown cells are
+    not cells of their own (:func:`strip_solutions` removes them)."""
+    found = {k for start, end, _ in gated_solutions(nb.cells) for k in range(start, end + 1)}
+    return found | {k for k, cell in enumerate(nb.cells) if SOLUTION_TAG in _tags(cell)}
+
+
 def student_notebook(nb) -> tuple[object, dict[str, int]]:
     """A copy of a notebook without solutions and without outputs.
 
     Returns:
         ``(notebook, counts)`` with counts of ``exercises`` kept and
         ``solutions`` removed (Markdown blocks, gated solutions and
-        solution-tagged code cells).
+        solution-tagged code cells outside them).
     """
     import copy as _copy
 
     nb = _copy.deepcopy(nb)
+    spans = gated_solutions(nb.cells)
+    in_gated = {k for start, end, _ in spans for k in range(start, end + 1)}
     kept = []
-    counts = {"exercises": 0, "solutions": 0}
-    in_gated = False
-    for cell in nb.cells:
-        source = cell.source
-        if cell.cell_type == "markdown" and re.search(r"^[ \t]*(?:`{3,}|:{3,})\{solution-start\}", source, flags=re.M):
-            in_gated = True
-            counts["solutions"] += 1
-            continue
-        if in_gated:
-            if cell.cell_type == "markdown" and re.search(r"^[ \t]*(?:`{3,}|:{3,})\{solution-end\}", source, flags=re.M):
-                in_gated = False
+    counts = {"exercises": 0, "solutions": len(spans)}
+    for index, cell in enumerate(nb.cells):
+        if index in in_gated:
             continue
         if SOLUTION_TAG in _tags(cell):
             counts["solutions"] += 1
             continue
+        source = cell.source
         if cell.cell_type == "markdown":
             counts["exercises"] += len(_EXERCISE_OPEN.findall(source))
             cell.source, removed = strip_solutions(source)
@@ -357,9 +408,14 @@ def write_student_notebooks(outdir: Path, root: Path | None = None, prefix: str 
 
 
 def no_solutions_config(out: Path, root: Path | None = None) -> Path:
-    """Write a copy of ``_config.yml`` that hides every solution (sphinx-exercise
-    ``hide_solutions``), for a student build of the site, whose launch buttons
-    open the student copies under ``student/``."""
+    """Write a copy of ``_config.yml`` that hides every solution, for a student
+    build of the site, whose launch buttons open the student copies under ``student/``.
+
+    sphinx-exercise's ``hide_solutions`` removes the ``{solution}`` blocks but
+    not a gated solution's cells (it drops the ``{solution-start}`` and leaves
+    the cells after it); with this setting the book's extension
+    (``_ext/book_config.py``) also leaves out every cell of
+    :func:`solution_cells` before the page is parsed."""
     import yaml
 
     root = root or find_book_root()

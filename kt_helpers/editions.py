@@ -24,6 +24,14 @@ own author-year style, exactly as the website reads them):
 - exercises: a numbered heading and their text; solutions: a collapsed
   ``<details>`` block in the Colab edition, removed from the student copies,
   which get an empty code cell tagged ``answer`` after each exercise;
+- gated solutions (``{solution-start}`` ... ``{solution-end}``, whose cells
+  are tagged ``solution`` and whose code runs with the notebook): in the Colab
+  edition a "Solution to Exercise N" heading, collapsed in JupyterLab
+  (``jp-MarkdownHeadingCollapsed``), its Markdown in ``<details>`` blocks and
+  its code cells with their code hidden (``jupyter.source_hidden`` for
+  Jupyter, a ``# @title`` form with ``cellView: "form"`` for Colab), outputs
+  kept; the closing directive is dropped. The student copies leave out every
+  cell of a gated solution;
 - admonitions: block quotes with a bold title; figures: their number and
   caption in a Markdown cell under the figure.
 
@@ -77,6 +85,10 @@ ADMONITIONS = {
     "tip": "Tip", "warning": "Warning", "admonition": None,
 }
 _SENTINEL = "\x00ANSWER\x00"
+#: The first line given to a gated solution's code cells in the Colab edition:
+#: Colab shows a cell with a ``# @title`` and ``cellView: "form"`` as its title
+#: alone, with a "Show code" link; Jupyter reads a comment.
+SOLUTION_CODE_TITLE = "# @title Solution code (double-click to show it)"
 
 
 class EditionError(ValueError):
@@ -155,10 +167,16 @@ def _directive_class(name: str):
     from docutils.parsers.rst.directives.body import Rubric
     from sphinx.directives.code import CodeBlock
     from sphinx.directives.patches import MathDirective
-    from sphinx_exercise.directive import ExerciseDirective, SolutionDirective
+    from sphinx_exercise.directive import (
+        ExerciseDirective,
+        SolutionDirective,
+        SolutionEndDirective,
+        SolutionStartDirective,
+    )
 
     classes = {
         "exercise": ExerciseDirective, "solution": SolutionDirective, "math": MathDirective,
+        "solution-start": SolutionStartDirective, "solution-end": SolutionEndDirective,
         "code-block": CodeBlock, "code": CodeBlock, "sourcecode": CodeBlock, "rubric": Rubric,
         "admonition": admonitions.Admonition,
     }
@@ -368,7 +386,7 @@ class Book:
         if cls is None:
             raise EditionError(
                 f"The directive {{{name}}} has no rendering in the Colab and student editions "
-                f"(kt_helpers/editions.py renders {sorted(ADMONITIONS) + ['code-block', 'exercise', 'math', 'rubric', 'solution']})."
+                f"(kt_helpers/editions.py renders {sorted(ADMONITIONS) + ['code-block', 'exercise', 'math', 'rubric', 'solution', 'solution-start', 'solution-end']})."
             )
         result = parse_directive_text(cls, first_line, tok.content)
         return name, " ".join(result.arguments), dict(result.options), list(result.body)
@@ -495,6 +513,7 @@ class _Context:
     heading_index: int = 0
     exercise_index: int = 0
     depth: int = 0  # > 0 inside a directive's body, whose headings are not sections
+    gated_title: str = ""  # the title of the gated solution being rendered
     warnings: list = field(default_factory=list)  # unresolved references
     counts: dict = field(default_factory=lambda: {"exercises": 0, "solutions": 0})
 
@@ -531,6 +550,15 @@ def _render_role(name: str, content: str, ctx: _Context) -> str:
     if name in ("term", "abbr", "kbd", "sub", "sup", "guilabel", "dfn", "strong", "emphasis"):
         return {"strong": f"**{content}**", "emphasis": f"*{content}*"}.get(name, text or label)
     raise EditionError(f"{doc}: the role {{{name}}} has no rendering in the Colab and student editions.")
+
+
+def _solution_title(label: str, ctx: _Context) -> str:
+    """"Solution to Exercise 3.2 (Its title)", as the website titles a solution."""
+    exercise = ctx.book.target(label, ctx.doc.name)
+    title = "Solution to Exercise" + (f" {exercise.number}" if exercise.number else "")
+    if exercise.title:
+        title += f" ({_render_inline_text(exercise.title, ctx)})"
+    return title
 
 
 def _render_inline_text(text: str, ctx: _Context) -> str:
@@ -685,11 +713,15 @@ def _render_directive(tok, ctx: _Context) -> str:
         ctx.counts["solutions"] += 1
         if ctx.edition == "student":
             return ""
-        exercise = ctx.book.target(args, ctx.doc.name)
-        summary = "Solution to Exercise" + (f" {exercise.number}" if exercise.number else "")
-        if exercise.title:
-            summary += f" ({_render_inline_text(exercise.title, ctx)})"
-        return f"<details>\n<summary>{summary}</summary>\n\n{inner}\n\n</details>"
+        return f"<details>\n<summary>{_solution_title(args, ctx)}</summary>\n\n{inner}\n\n</details>"
+    if name == "solution-start":  # a gated solution: the cells up to solution-end are its body
+        ctx.counts["solutions"] += 1
+        if ctx.edition == "student":
+            return ""
+        ctx.gated_title = _solution_title(args, ctx)
+        return f"{'#' * min(ctx.heading_level + 2, 6)} {ctx.gated_title}"
+    if name == "solution-end":
+        return ""
     if name in ADMONITIONS:
         title = _render_inline_text(args, ctx) if name == "admonition" else ADMONITIONS[name]
         if "dropdown" in options.get("class", []):
@@ -745,16 +777,47 @@ def edition_notebook(book: Book, rel: str, edition: str = "colab", prefix: str |
     nb = copy.deepcopy(source)
     ctx = _Context(book, doc, edition)
     url, branch = course.read_repository(book.root)
+    try:
+        spans = course.gated_solutions(source.cells)
+    except ValueError as error:
+        raise EditionError(f"{rel}: {error}") from None
+    starts = {start for start, _, _ in spans}
+    ends = {end for _, end, _ in spans}
+    gated = {k for start, end, _ in spans for k in range(start, end + 1)}
     cells = []
     for index, cell in enumerate(source.cells):
         cell = copy.deepcopy(cell)
         tags = cell.get("metadata", {}).get("tags", [])
+        if index in gated and index not in starts:
+            if edition == "student":
+                continue  # the solution's cells (its start cell counts it)
+            if cell.cell_type == "code":
+                _collapse_gated_cell(cell, ctx)  # then on as any code cell
+            elif cell.cell_type == "markdown":
+                # the solution's text (up to the closing directive) is folded;
+                # what follows the directive in the closing cell is not part of it
+                cut = course._GATE.search(cell.source) if index in ends else None
+                body = cell.source[: cut.start()] if cut else cell.source
+                cell.source = render_markdown(body, ctx)
+                _collapse_gated_cell(cell, ctx)
+                if cut:
+                    after = render_markdown(source.cells[index].source[cut.start():], ctx)
+                    cell.source = "\n\n".join(part for part in (cell.source, after) if part.strip())
+                if cell.source.strip():
+                    cells.append(cell)
+                continue
+        if index in starts and edition == "student":
+            ctx.counts["solutions"] += 1
+            # only what precedes the directive is kept (normally nothing)
+            cell.source = cell.source[: course._GATE.search(cell.source).start()]
+            if not cell.source.strip():
+                continue
         if course.BADGE_TAG in tags:
             cell.source = course.badge_markdown(url, branch, edition_path(edition, rel, prefix), edition=None)
             cells.append(cell)
             continue
         if cell.cell_type == "code":
-            if course.SOLUTION_TAG in tags:
+            if course.SOLUTION_TAG in tags and index not in gated:  # solution code outside a gated solution
                 ctx.counts["solutions"] += 1
                 if edition == "student":
                     continue
@@ -772,6 +835,8 @@ def edition_notebook(book: Book, rel: str, edition: str = "colab", prefix: str |
             cells.append(cell)
             continue
         pieces = render_markdown(cell.source, ctx).split(_SENTINEL)
+        if index in starts:  # the heading of a gated solution: folded in JupyterLab
+            cell.setdefault("metadata", {})["jp-MarkdownHeadingCollapsed"] = True
         for k, piece in enumerate(pieces):
             piece = piece.strip("\n")
             if piece:
@@ -788,6 +853,21 @@ def edition_notebook(book: Book, rel: str, edition: str = "colab", prefix: str |
     for message in ctx.warnings:
         warnings.warn(message, UnresolvedReferenceWarning, stacklevel=2)
     return nb, dict(ctx.counts)
+
+
+def _collapse_gated_cell(cell, ctx: _Context) -> None:
+    """Fold a cell of a gated solution in the Colab edition (in place): its
+    Markdown (rendered) in a ``<details>`` block, its code hidden in
+    Jupyter (``jupyter.source_hidden``) and in Colab (a form: ``# @title`` and
+    ``cellView: "form"``), its outputs kept."""
+    if cell.cell_type == "code":
+        metadata = cell.setdefault("metadata", {})
+        metadata.setdefault("jupyter", {})["source_hidden"] = True
+        metadata["cellView"] = "form"
+        cell.source = f"{SOLUTION_CODE_TITLE}\n{cell.source}"
+    elif cell.cell_type == "markdown" and cell.source.strip():
+        cell.source = (f"<details>\n<summary>{ctx.gated_title or 'Solution'} (continued)</summary>\n\n"
+                       f"{cell.source}\n\n</details>")
 
 
 def write_edition(outdir: Path, root: Path | None = None, edition: str = "colab",

@@ -187,6 +187,84 @@ def test_small_book_student_copy(small_book):
     assert not [c for c in second.cells if "solution" in c.metadata.get("tags", [])]
 
 
+GATED = [
+    "## More exercises\n\n```{exercise} Third\n:label: ex-three\n\nCompute {eq}`eq-two`.\n```",
+    ("markdown", ["solution"], "```{solution-start} ex-three\n:class: dropdown\n```"),
+    ("markdown", ["solution"], "Run this; see {eq}`eq-one`:"),
+    ("code", ["solution"], "print(3)"),
+    ("code", ["solution", "claim", "remove-cell"], "assert True"),
+    ("markdown", ["solution"], "It prints 3.\n\n```{solution-end}\n```"),
+    "Text after it.",
+]
+
+
+def _book_with_gated_solution(small_book, tmp_path, cells=GATED):
+    import shutil
+
+    root = tmp_path / "book"
+    shutil.copytree(small_book, root)
+    path = root / "chapters" / "sub" / "second.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    for k, cell in enumerate(cells):
+        if isinstance(cell, str):
+            nb.cells.append(nbformat.v4.new_markdown_cell(cell, id=f"g{k}"))
+        elif cell[0] == "markdown":
+            nb.cells.append(nbformat.v4.new_markdown_cell(cell[2], id=f"g{k}", metadata={"tags": cell[1]}))
+        else:
+            out = nbformat.v4.new_output("stream", name="stdout", text="3\n")
+            nb.cells.append(nbformat.v4.new_code_cell(cell[2], id=f"g{k}", metadata={"tags": cell[1]},
+                                                      outputs=[out], execution_count=k))
+    nbformat.write(nb, path)
+    return root
+
+
+def test_small_book_gated_solution_in_the_colab_edition(small_book, tmp_path):
+    """A gated solution: a heading, folded in JupyterLab; its Markdown in a
+    <details> block; its code cells kept with their outputs, the code hidden in
+    Jupyter and, as a form, in Colab; the closing directive dropped."""
+    root = _book_with_gated_solution(small_book, tmp_path)
+    nb, counts = editions.edition_notebook(editions.Book(root), "chapters/sub/second.ipynb", "colab")
+    assert counts == {"exercises": 1, "solutions": 2}  # the gated one and the code cell of CHAPTER_TWO
+    start = next(k for k, c in enumerate(nb.cells) if c.get("id") == "g1")
+    heading, text, code, claim = nb.cells[start : start + 4]
+    assert heading.source == "#### Solution to Exercise 1.3 (Third)"
+    assert heading.metadata["jp-MarkdownHeadingCollapsed"] is True
+    assert text.source == ("<details>\n<summary>Solution to Exercise 1.3 (Third) (continued)</summary>\n\n"
+                           f"Run this; see [(1.1)]({SITE_URL}chapters/ch1.html#equation-eq-one):\n\n</details>")
+    for cell, body in ((code, "print(3)"), (claim, "assert True")):
+        assert cell.source == f"{editions.SOLUTION_CODE_TITLE}\n{body}"
+        assert cell.metadata["jupyter"]["source_hidden"] is True and cell.metadata["cellView"] == "form"
+        assert cell.outputs[0]["text"] == "3\n"
+    assert claim.metadata["tags"] == ["solution", "claim", "remove-cell"]
+    end = nb.cells[start + 4]
+    assert end.source == "<details>\n<summary>Solution to Exercise 1.3 (Third) (continued)</summary>\n\nIt prints 3.\n\n</details>"
+    assert nb.cells[-1].source == "Text after it."
+    assert not [f for f in _leftovers(nb)], _leftovers(nb)
+
+
+def test_small_book_gated_solution_in_the_student_copy(small_book, tmp_path):
+    root = _book_with_gated_solution(small_book, tmp_path)
+    nb, counts = editions.edition_notebook(editions.Book(root), "chapters/sub/second.ipynb", "student")
+    assert counts == {"exercises": 1, "solutions": 2}
+    text = "\n".join(c.source for c in nb.cells)
+    assert "solution" not in text.lower() and "print(3)" not in text and "It prints 3" not in text
+    assert not [c for c in nb.cells if course.SOLUTION_TAG in _tags(c)]
+    # the exercise keeps its answer cell, and what follows the solution stays
+    assert nb.cells[-2].metadata["tags"] == [editions.ANSWER_TAG] and nb.cells[-1].source == "Text after it."
+
+
+@pytest.mark.parametrize("cells, message", [
+    (GATED[:5], r"never closed"),
+    ([GATED[0], GATED[5]], r"closes no gated solution"),
+    ([GATED[0], GATED[1], GATED[1], GATED[5]], r"is not closed"),
+])
+def test_small_book_malformed_gated_solution_is_refused(small_book, tmp_path, cells, message):
+    root = _book_with_gated_solution(small_book, tmp_path, cells)
+    for edition in ("colab", "student"):
+        with pytest.raises(editions.EditionError, match=message):
+            editions.edition_notebook(editions.Book(root), "chapters/sub/second.ipynb", edition)
+
+
 def test_small_book_unresolved_reference_is_reported_not_left_raw(small_book, tmp_path):
     import shutil
 
@@ -341,11 +419,23 @@ def test_colab_copies_collapse_every_solution_and_keep_the_code(fresh):
         copy = nbformat.read(fresh["colab"] / rel, as_version=4)
         n_solutions = sum(len(re.findall(r"^[ \t]*(?:`{3,}|:{3,})\{solution\}", c.source, re.M))
                           for c in original.cells if c.cell_type == "markdown")
+        spans = course.gated_solutions(original.cells)
+        gated = {k for start, end, _ in spans for k in range(start, end + 1)}
+        n_folded = sum(1 for k in gated if original.cells[k].cell_type == "markdown"  # each text of a solution
+                       and k not in {start for start, _, _ in spans} and re.split(
+                           r"^[ \t]*(?:`{3,}|:{3,})\{solution-end\}", original.cells[k].source, flags=re.M)[0].strip())
         text = "\n".join(c.source for c in copy.cells if c.cell_type == "markdown")
-        assert text.count("<details>") == n_solutions == text.count("</details>"), rel
-        assert len(re.findall(r"<details>\n<summary>Solution to Exercise \d", text)) == n_solutions, rel
-        # code cells (with their outputs, for nbval and for the reader) are the book's own
-        assert [(c.source, c.get("outputs")) for c in copy.cells if c.cell_type == "code"] == [
+        assert text.count("<details>") == n_solutions + n_folded == text.count("</details>"), rel
+        assert len(re.findall(r"<details>\n<summary>Solution to Exercise \d", text)) == n_solutions + n_folded, rel
+        assert len(re.findall(r"^#+ Solution to Exercise \d", text, re.M)) == len(spans), rel
+        # code cells (with their outputs, for nbval and for the reader) are the book's own;
+        # a gated solution's code has a form title first, and its code hidden
+        hidden = [c for c in copy.cells if c.cell_type == "code" and c.metadata.get("cellView") == "form"]
+        assert len(hidden) == sum(1 for k in gated if original.cells[k].cell_type == "code"), rel
+        assert all(c.source.startswith(editions.SOLUTION_CODE_TITLE + "\n") and c.metadata["jupyter"]["source_hidden"]
+                   for c in hidden), rel
+        assert [(c.source.removeprefix(editions.SOLUTION_CODE_TITLE + "\n"), c.get("outputs"))
+                for c in copy.cells if c.cell_type == "code"] == [
             (c.source, c.get("outputs")) for c in original.cells if c.cell_type == "code"], rel
 
 
