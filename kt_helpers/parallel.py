@@ -42,6 +42,7 @@ SWITCH_VARIABLE = "KT_PARALLEL"
 T = TypeVar("T")
 R = TypeVar("R")
 _FN: Callable[[Any], Any] | None = None  # the function the forked workers call
+_ITEMS: list[Any] = []  # its arguments: forked workers inherit them, so only an index travels
 
 
 def workers(max_workers: int = 2) -> int:
@@ -58,9 +59,9 @@ def workers(max_workers: int = 2) -> int:
     return max(1, min(max_workers, cores))
 
 
-def _call(item: Any) -> Any:
+def _call(index: int) -> Any:
     assert _FN is not None
-    return _FN(item)
+    return _FN(_ITEMS[index])
 
 
 def map_runs(fn: Callable[[T], R], items: Iterable[T], *, max_workers: int = 2) -> list[R]:
@@ -74,14 +75,15 @@ def map_runs(fn: Callable[[T], R], items: Iterable[T], *, max_workers: int = 2) 
         max_workers: at most this many processes (never more than the cores).
 
     Returns:
-        The results, in the order of ``items``. Results travel back by pickling:
-        models, tensors, numbers and data frames do.
+        The results, in the order of ``items``. The items need not be picklable
+        (the workers inherit them; a lambda will do), but the results travel
+        back by pickling: models, tensors, numbers and data frames do.
 
     Example:
         >>> map_runs(lambda seed: seed * seed, [1, 2, 3])
         [1, 4, 9]
     """
-    global _FN
+    global _FN, _ITEMS
     if not callable(fn):
         raise ValueError(f"The 'fn' parameter of map_runs must be callable. Got {type(fn).__name__} instead.")
     items = list(items)
@@ -90,14 +92,14 @@ def map_runs(fn: Callable[[T], R], items: Iterable[T], *, max_workers: int = 2) 
     try:
         if count <= 1:
             return [fn(item) for item in items]
-        _FN = fn
+        _FN, _ITEMS = fn, items
         threads = torch.get_num_threads()
         with multiprocessing.get_context("fork").Pool(count) as pool:
-            results = pool.map(_call, items, chunksize=1)
+            results = pool.map(_call, range(len(items)), chunksize=1)
         torch.set_num_threads(threads)
         return results
     finally:
-        _FN = None
+        _FN, _ITEMS = None, []
         torch.set_rng_state(states[0])
         np.random.set_state(states[1])
         random.setstate(states[2])

@@ -50,3 +50,8 @@ def test_bad_input_names_the_argument():
         parallel.map_runs(3, [1])
     with pytest.raises(ValueError, match="max_workers"):
         parallel.workers(0)
+
+
+def test_items_need_not_be_picklable():
+    jobs = [lambda: 1, lambda: 2, lambda: 3]  # lambdas cannot be pickled; the workers inherit them
+    assert parallel.map_runs(lambda job: job(), jobs) == [1, 2, 3]
