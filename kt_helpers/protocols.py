@@ -39,6 +39,7 @@ from ._validation import check_alpha, check_fraction, check_int, check_non_negat
 from .data import NUM_CLASSES, TEST_SEED, DigitSplits, load_digits_tensors, train_test_split
 from .fusion import TransferObjective
 from .models import DigitCNN, RowRNN
+from .parallel import map_runs
 from .train import fit, seed_everything
 
 __all__ = [
@@ -584,17 +585,15 @@ def run_step_hint(seeds: Sequence[int] = (0, 1, 2), *, transfer_size: int = 543,
     check_int(transfer_size, "run_step_hint", "transfer_size")
     if not seeds:
         raise ValueError("The 'seeds' parameter of run_step_hint must hold at least one seed. Got none.")
-    teachers, errors, scores = [], [], []
     options = dict(steps=steps, lr=lr, batch_size=batch_size, hidden_size=hidden_size)
-    shared = None
-    for seed in seeds:
-        if split_seed is None or shared is None:
-            data_seed = seed if split_seed is None else split_seed
-            splits = disjoint_splits(data_seed)
-            teacher = train_disjoint_teacher(splits, seed=data_seed, epochs=teacher_epochs, batch_size=batch_size)
-            shared = (splits, teacher)
-            teachers.append({"seed": data_seed, "test_error": _error(teacher, splits.X_test, splits.y_test)})
-        splits, teacher = shared
+
+    def teach(data_seed: int) -> tuple[DisjointSplits, nn.Module, dict]:
+        splits = disjoint_splits(data_seed)
+        teacher = train_disjoint_teacher(splits, seed=data_seed, epochs=teacher_epochs, batch_size=batch_size)
+        return splits, teacher, {"seed": data_seed, "test_error": _error(teacher, splits.X_test, splits.y_test)}
+
+    def one_seed(seed: int, splits: DisjointSplits, teacher: nn.Module) -> tuple[list[dict], list[dict]]:
+        errors, scores = [], []
         student = splits.student(transfer_size)
         X, y = student.X_train, student.y_student  # (57 + n, 1, 8, 8), (57 + n,) with -1 for transfer images
         models = {"untrained_student": _student(seed, hidden_size).eval()}
@@ -615,6 +614,20 @@ def run_step_hint(seeds: Sequence[int] = (0, 1, 2), *, transfer_size: int = 543,
             T = fit_step_map(step_states(model, X), bands_fit, ridge=ridge)
             for row in step_scores(T, step_states(model, splits.X_test), bands_test, STEP_ROWS):
                 scores.append({"seed": seed, "student": method, **row})
+        return errors, scores
+
+    if split_seed is None:  # every seed its own split and teacher: independent, two at a time
+        def whole(seed: int) -> tuple[dict, list[dict], list[dict]]:
+            splits, teacher, row = teach(seed)
+            return (row, *one_seed(seed, splits, teacher))
+
+        per_seed = map_runs(whole, seeds)
+    else:  # one split and one teacher for every seed
+        splits, teacher, row = teach(split_seed)
+        per_seed = [(row if i == 0 else None, *one_seed(seed, splits, teacher)) for i, seed in enumerate(seeds)]
+    teachers = [row for row, _, _ in per_seed if row is not None]
+    errors = [e for _, seed_errors, _ in per_seed for e in seed_errors]
+    scores = [r for _, _, seed_scores in per_seed for r in seed_scores]
     return {"teacher": teachers, "errors": errors, "scores": scores}
 
 
