@@ -107,6 +107,8 @@ def _cell_label(cell, index: int) -> str:
 #: Cells that ``--profile`` adds around a notebook: cProfile over all its cells.
 _PROFILE_START = "import cProfile as _kt_cprofile\n_kt_profile = _kt_cprofile.Profile()\n_kt_profile.enable()"
 _PROFILE_STOP = "_kt_profile.disable()\n_kt_profile.dump_stats({path!r})"
+#: kt_helpers' functions that only wrap another one the table names (their time is its time).
+_WRAPPERS = {"cache.memoised_fit", "train.run", "train._fit_on", "parallel._call", "train._move"}
 #: Functions whose cumulative time the profile table names (besides kt_helpers' own).
 _PROFILED_ALSO = {
     "backward": "torch backward",
@@ -122,7 +124,9 @@ def summarise_profile(stats_path: Path, top: int = 4) -> list[dict]:
     stats = pstats.Stats(str(stats_path)).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
     mine, also = {}, {}
     for (filename, _line, name), (_cc, _nc, _tt, cumulative, _callers) in stats.items():
-        if "kt_helpers" in filename and not name.startswith("<"):
+        if "kt_helpers" in filename and not name.startswith("<") and "__editable__" not in filename:
+            if f"{Path(filename).stem}.{name}" in _WRAPPERS:
+                continue
             key = f"{Path(filename).stem}.{name}"
             mine[key] = max(mine.get(key, 0.0), cumulative)
         elif name in _PROFILED_ALSO:
