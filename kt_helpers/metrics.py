@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,6 +31,7 @@ __all__ = [
     "expected_calibration_error",
     "format_mean_std",
     "linear_cka",
+    "linear_cka_matrix",
     "loss_barrier",
     "r2_score",
 ]
@@ -153,17 +155,58 @@ def linear_cka(X: Tensor, Y: Tensor) -> float:
     check_tensor(X, "linear_cka", "X", ndim=2)
     check_tensor(Y, "linear_cka", "Y", ndim=2)
     check_same_rows(X, Y, "linear_cka", ("X", "Y"))
+    return _cka(_centred_with_norm(X, "linear_cka", "'X' and 'Y'"), _centred_with_norm(Y, "linear_cka", "'X' and 'Y'"))
+
+
+def _centred_with_norm(X: Tensor, func: str, names: str) -> tuple[Tensor, Tensor]:
+    """``X`` column-centred in float64, and ``||X^T X||_F``; a constant representation is refused."""
     X = X.double() - X.double().mean(dim=0, keepdim=True)  # (N, p) centred
-    Y = Y.double() - Y.double().mean(dim=0, keepdim=True)  # (N, q) centred
-    cross = torch.linalg.matrix_norm(Y.T @ X) ** 2  # ||Y^T X||_F^2
-    norm_x = torch.linalg.matrix_norm(X.T @ X)
-    norm_y = torch.linalg.matrix_norm(Y.T @ Y)
-    if float(norm_x) == 0.0 or float(norm_y) == 0.0:
+    norm = torch.linalg.matrix_norm(X.T @ X)
+    if float(norm) == 0.0:
         raise ValueError(
-            "The 'X' and 'Y' parameters of linear_cka must each vary across samples. "
+            f"The {names} parameters of {func} must each vary across samples. "
             "Got a representation that is constant over all samples."
         )
+    return X, norm
+
+
+def _cka(x: tuple[Tensor, Tensor], y: tuple[Tensor, Tensor]) -> float:
+    (X, norm_x), (Y, norm_y) = x, y
+    cross = torch.linalg.matrix_norm(Y.T @ X) ** 2  # ||Y^T X||_F^2
     return float(cross / (norm_x * norm_y))
+
+
+def linear_cka_matrix(Xs: Sequence[Tensor], Ys: Sequence[Tensor]) -> np.ndarray:
+    """:func:`linear_cka` of every pair ``(Xs[i], Ys[j])``, each representation centred once.
+
+    The same numbers, bit for bit, as calling :func:`linear_cka` on each pair,
+    but each representation is centred and normalised once instead of once per
+    pair: comparing the 8 steps of an RNN with 4 layers of a CNN (chapter 7)
+    costs 12 normalisations instead of 64.
+
+    Args:
+        Xs: k representations of shape (N, p_i).
+        Ys: m representations of shape (N, q_j), the same N samples in the same order.
+
+    Returns:
+        An array of shape (k, m).
+
+    Example:
+        >>> X = torch.randn(50, 4)
+        >>> linear_cka_matrix([X], [X, 2 * X]).round(6).tolist()
+        [[1.0, 1.0]]
+    """
+    func = "linear_cka_matrix"
+    for name, reps in (("Xs", Xs), ("Ys", Ys)):
+        if isinstance(reps, Tensor) or not len(reps):
+            raise ValueError(f"The '{name}' parameter of {func} must be a non-empty list of tensors. "
+                             f"Got {type(reps).__name__} instead.")
+        for rep in reps:
+            check_tensor(rep, func, name, ndim=2)
+            check_same_rows(rep, Xs[0], func, (name, "Xs"))
+    xs = [_centred_with_norm(X, func, "'Xs' and 'Ys'") for X in Xs]
+    ys = [_centred_with_norm(Y, func, "'Xs' and 'Ys'") for Y in Ys]
+    return np.array([[_cka(x, y) for y in ys] for x in xs])
 
 
 def loss_barrier(losses: Sequence[float], alphas: Sequence[float]) -> float:

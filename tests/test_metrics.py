@@ -366,3 +366,26 @@ def test_r2_score_rejects_mismatched_shapes_and_a_constant_target():
         metrics.r2_score(torch.zeros(5, 2), torch.zeros(5, 3))
     with pytest.raises(ValueError, match="'target' parameter of r2_score must vary across samples"):
         metrics.r2_score(torch.zeros(5, 2), torch.ones(5, 2))
+
+
+def test_linear_cka_matrix_gives_linear_ckas_bits():
+    gen = torch.Generator().manual_seed(0)
+    Xs = [torch.randn(60, p, generator=gen) for p in (3, 8)]
+    Ys = [torch.randn(60, q, generator=gen) for q in (5, 1, 64)] + [Xs[0] @ torch.randn(3, 4, generator=gen)]
+    matrix = metrics.linear_cka_matrix(Xs, Ys)
+    assert matrix.shape == (2, 4)
+    for i, X in enumerate(Xs):
+        for j, Y in enumerate(Ys):
+            assert matrix[i, j] == metrics.linear_cka(X, Y)  # the same bits, not just close
+
+
+def test_linear_cka_matrix_refuses_bad_input():
+    X = torch.randn(10, 3)
+    with pytest.raises(ValueError, match="'Xs' parameter of linear_cka_matrix"):
+        metrics.linear_cka_matrix(X, [X])
+    with pytest.raises(ValueError, match="'Ys' parameter of linear_cka_matrix"):
+        metrics.linear_cka_matrix([X], [])
+    with pytest.raises(ValueError, match="vary across samples"):
+        metrics.linear_cka_matrix([X], [torch.ones(10, 2)])
+    with pytest.raises(ValueError):
+        metrics.linear_cka_matrix([X], [torch.randn(9, 2)])
