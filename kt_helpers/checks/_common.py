@@ -60,6 +60,19 @@ def _as_tensor(value: Any) -> Tensor | None:
         return None
 
 
+def one_number(out: Any, expected: str) -> tuple[float | None, str | None]:
+    """``(value, None)`` when a learner's function returned one number, else ``(None, message)``.
+
+    ``expected`` says what the number should have been, e.g. ``"one number, the
+    CKA of the two representations"``.
+    """
+    value = _as_tensor(out)
+    if value is not None and value.numel() == 1:
+        return float(value), None
+    what = type(out).__name__ if value is None else f"a tensor of shape {tuple(value.shape)}"
+    return None, f"not yet: your function returned {what}; expected {expected}."
+
+
 def _close(a: Tensor, b: Tensor, tol: float = 1e-5) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a, b, rtol=tol, atol=tol))
 

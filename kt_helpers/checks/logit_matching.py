@@ -15,13 +15,13 @@ from torch import Tensor
 
 from ._common import (
     CheckResult,
-    _as_tensor,
-    _finish,
-    _require_callable,
     combinations,
+    _finish,
     first_known_mistake,
+    one_number,
     raised,
     relative_close,
+    _require_callable,
 )
 
 __all__ = ["check_logit_matching"]
@@ -154,12 +154,10 @@ def check_logit_matching(fn: Callable[[Tensor, Tensor], Any], *, verbose: bool =
         if not (torch.equal(given[0], z_s) and torch.equal(given[1], z_t)):
             return _finish(False, "not yet: your function changed its logits in place (e.g. with "
                                   "z -= z.mean(1, keepdim=True)); centre into new tensors.", verbose)
-        value = _as_tensor(out)
-        if value is None or value.numel() != 1:
-            what = type(out).__name__ if value is None else f"a tensor of shape {tuple(value.shape)}"
-            return _finish(False, f"not yet: your function returned {what}; expected one number, "
-                                  "the loss averaged over the batch.", verbose)
-        got.append(float(value))
+        value, problem = one_number(out, "one number, the loss averaged over the batch")
+        if problem:
+            return _finish(False, problem, verbose)
+        got.append(value)
 
     def matches(values: list[float]) -> bool:
         return all(relative_close(g, v, 1e-6) for g, v in zip(got, values))

@@ -19,13 +19,13 @@ from torch import Tensor, nn
 from ..fusion import TransferObjective
 from ._common import (
     CheckResult,
-    _as_tensor,
-    _finish,
-    _require_callable,
     combinations,
+    _finish,
     first_known_mistake,
+    one_number,
     raised,
     relative_close,
+    _require_callable,
 )
 
 __all__ = ["check_fusion_loss"]
@@ -304,12 +304,10 @@ def check_fusion_loss(fn: Callable[..., Any], *, verbose: bool = True) -> CheckR
         if not all(torch.equal(a, b) for a, b in zip(given, (z_s, s, z_t, t, y))):
             return _finish(False, "not yet: your function changed one of its input tensors in place "
                                   "(e.g. with logits /= T). Compute new tensors instead.", verbose)
-        value = _as_tensor(out)
-        if value is None or value.numel() != 1:
-            what = type(out).__name__ if value is None else f"a tensor of shape {tuple(value.shape)}"
-            return _finish(False, f"not yet: your function returned {what}; expected a scalar "
-                                  "tensor (the loss, averaged over the batch).", verbose)
-        got.append(float(value))
+        value, problem = one_number(out, "a scalar tensor (the loss, averaged over the batch)")
+        if problem:
+            return _finish(False, problem, verbose)
+        got.append(value)
 
     reference = [_reference(*case) for case in cases]
 

@@ -16,13 +16,13 @@ from torch import Tensor
 from ..metrics import linear_cka
 from ._common import (
     CheckResult,
-    _as_tensor,
-    _finish,
-    _require_callable,
     combinations,
+    _finish,
     first_known_mistake,
+    one_number,
     raised,
     relative_close,
+    _require_callable,
 )
 
 __all__ = ["check_linear_cka"]
@@ -170,12 +170,10 @@ def check_linear_cka(fn: Callable[[Tensor, Tensor], Any], *, verbose: bool = Tru
             return _finish(False, "not yet: your function changed X or Y in place (e.g. with "
                                   "X -= X.mean(0)). Centre into new tensors: X_c = X - X.mean(0).",
                            verbose)
-        value = _as_tensor(out)
-        if value is None or value.numel() != 1:
-            what = type(out).__name__ if value is None else f"a tensor of shape {tuple(value.shape)}"
-            return _finish(False, f"not yet: your function returned {what}; expected one number, "
-                                  "the CKA of the two representations.", verbose)
-        got.append(float(value))
+        value, problem = one_number(out, "one number, the CKA of the two representations")
+        if problem:
+            return _finish(False, problem, verbose)
+        got.append(value)
 
     def matches(values: list[float]) -> bool:
         return all(relative_close(g, v, 1e-6) for g, v in zip(got, values))

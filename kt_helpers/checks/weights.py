@@ -21,12 +21,13 @@ from ._common import (
     CheckResult,
     _as_tensor,
     _close,
-    _finish,
-    _require_callable,
     combinations,
+    _finish,
     first_known_mistake,
+    one_number,
     raised,
     relative_close,
+    _require_callable,
 )
 
 __all__ = ["check_loss_barrier", "check_widen"]
@@ -359,12 +360,10 @@ def check_loss_barrier(fn: Callable[[list[float], list[float]], Any], *, verbose
             out = fn(*given)
         except Exception as error:  # noqa: BLE001 - any error of the learner's code is feedback
             return _finish(False, raised(error, f"fn(losses, alphas) with alphas={alphas}"), verbose)
-        value = _as_tensor(out)
-        if value is None or value.numel() != 1:
-            what = type(out).__name__ if value is None else f"shape {tuple(value.shape)}"
-            return _finish(False, f"not yet: your function returned {what}; expected one number, "
-                                  "the barrier (the largest rise above the line).", verbose)
-        got.append(float(value))
+        value, problem = one_number(out, "one number, the barrier (the largest rise above the line)")
+        if problem:
+            return _finish(False, problem, verbose)
+        got.append(value)
 
     def matches(values: list[float]) -> bool:
         return all(relative_close(g, v, 1e-6) for g, v in zip(got, values))
