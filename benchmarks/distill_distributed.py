@@ -73,7 +73,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kt_helpers import data, distributed, models, reproducibility, train  # noqa: E402
+from kt_helpers import cache as training_cache, data, distributed, models, reproducibility, train  # noqa: E402
 from kt_helpers.distributed import TeacherCache, exact_kd_loss, per_sample_kl  # noqa: E402
 
 
@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     reproducibility.pin_cpu_kernels()  # the book's CPU kernels, before the first computation
     ctx = train.init_distributed(timeout_s=args.timeout)
     check_args(args, ctx.world_size)
+    # The splits' indices come from the book's cache when a run made them before (importing
+    # scikit-learn to make them costs each process about a second); nothing here trains through it.
+    training_cache.enable()
     splits = data.make_splits(args.label_fraction, seed=args.seed)
     X_train, y_train = splits.X_train, splits.y_train  # labelled + transfer, all labels
     if args.num_samples is not None:

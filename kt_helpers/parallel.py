@@ -59,6 +59,17 @@ def workers(max_workers: int = 2) -> int:
     return max(1, min(max_workers, cores))
 
 
+def _warm_up() -> None:
+    """Import, in this process, what every training run imports lazily on its first optimiser.
+
+    torch imports ``torch._dynamo`` the first time an optimiser is built (about
+    0.7 s). A forked worker that does it itself pays that again in every worker
+    of every :func:`map_runs` call, since the import dies with the worker; done
+    once here, before forking, the workers inherit it. It touches no random state.
+    """
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+
+
 def _call(index: int) -> Any:
     assert _FN is not None
     return _FN(_ITEMS[index])
@@ -93,6 +104,7 @@ def map_runs(fn: Callable[[T], R], items: Iterable[T], *, max_workers: int = 2) 
         if count <= 1:
             return [fn(item) for item in items]
         _FN, _ITEMS = fn, items
+        _warm_up()
         threads = torch.get_num_threads()
         with multiprocessing.get_context("fork").Pool(count) as pool:
             results = pool.map(_call, range(len(items)), chunksize=1)
