@@ -33,6 +33,7 @@ __all__ = [
     "load_digits_tensors",
     "make_splits",
     "shift_domain",
+    "train_test_split",
 ]
 
 NUM_CLASSES = 10
@@ -83,9 +84,13 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_test_split(index: np.ndarray, *, stratify: np.ndarray, random_state: int,
-                     test_size: float | None = None, train_size: int | None = None) -> list[np.ndarray]:
-    """:func:`sklearn.model_selection.train_test_split` of ``index``, stratified, read from the
-    training cache when a notebook turned it on (importing scikit-learn costs about a second)."""
+                     test_size: float | None = None, train_size: float | None = None) -> list[np.ndarray]:
+    """:func:`sklearn.model_selection.train_test_split` of ``index``, stratified: the same two parts.
+
+    The parts are computed once and kept in the training cache when a notebook
+    turned it on (:mod:`kt_helpers.cache`), so that the next notebook that makes
+    the same split does not import scikit-learn again (about a second).
+    """
 
     def split() -> list[np.ndarray]:
         from sklearn.model_selection import train_test_split as sk_split
