@@ -55,3 +55,17 @@ def test_the_profile_names_the_helpers_that_took_the_time(tmp_path):
     assert "metrics.linear_cka" in names[:3]
     assert all(r["seconds"] >= 0 for r in rows)
     assert len([n for n in names if "." in n and not n.startswith(("torch", "drawing", "imports"))]) <= 3
+
+
+def test_a_notebooks_time_stops_at_its_last_output_and_the_shutdown_is_timed_apart(tmp_path):
+    # The kernel takes 2 s to exit (an atexit handler): a reader does not wait for that, so it
+    # must not be in the notebook's time, but it must be measured.
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import atexit, time\natexit.register(time.sleep, 2.0)\nprint('done')")]
+    path = tmp_path / "slow_exit.ipynb"
+    nbformat.write(nb, path)
+    seconds, error = book_speed.time_notebook(path, timeout=60)
+    assert error is None
+    assert book_speed.LAST_TEARDOWN >= 1.5
+    assert seconds < book_speed.LAST_TEARDOWN
+    assert len(book_speed.LAST_CELLS) == 1
