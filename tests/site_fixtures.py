@@ -151,7 +151,7 @@ def screenshot(driver, path: Path, width: int, height: int, mobile: bool) -> lis
                 "const done = arguments[arguments.length - 1];"
                 "requestAnimationFrame(() => requestAnimationFrame(() => done()));"
             )
-            data = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})["data"]
+            data = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "optimizeForSpeed": True})["data"]
             file = path if part == 1 else path.with_name(f"{path.stem}.part{part}.png")
             file.write_bytes(base64.b64decode(data))
             files.append(file)
