@@ -354,7 +354,8 @@ def write_profile(result: dict, machine: dict) -> None:
         "not counted in the total; "
         "the setup cell imports kt_helpers, torch and matplotlib. Function times are cumulative "
         "and overlap (a training call includes its backward passes); cProfile slows the "
-        "notebooks a little, so the totals here are a little above the plain run's.",
+        "notebooks down (by about a sixth), so the totals here are above the plain run's "
+        "(`book_speed.json`).",
     ]
     PROFILE.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
