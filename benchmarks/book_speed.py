@@ -19,9 +19,9 @@ copy of the book (the notebook's folder is the working directory, as in
 ``scripts/execute_notebooks.py``), so the committed notebooks and anything
 they read stay untouched; its time is what a reader waits for, from starting
 the kernel to the last cell's output. The kernel's shut-down after that
-(Python's clean-up on exit, about 0.6 s once torch is loaded) is printed
-apart, with the total it would add. The build
-writes into a temporary folder. Prints each figure and whether each target
+(Python's clean-up on exit, about 0.7 s once torch and ``torch._dynamo`` are
+loaded) is printed apart, with the total it would add. The build writes into a
+temporary folder. Prints each figure and whether each target
 holds, and writes the figures to ``benchmarks/results/book_speed.json`` (a run
 that skips a part keeps that part's earlier figures), with the machine they
 were measured on (processor, vector instructions, torch's CPU capability,
@@ -147,7 +147,7 @@ def time_notebook(path: Path, timeout: int, profile: Path | None = None) -> tupl
 
     ``seconds`` is what a reader waits for: from asking for a fresh kernel to
     the last cell's output. The kernel's shut-down after it (Python's own
-    clean-up on exit: about 0.6 s once torch is imported, nothing a reader
+    clean-up on exit: about 0.7 s with torch and torch._dynamo, nothing a reader
     waits for, and nothing the outputs depend on) is timed apart and left in
     :data:`LAST_TEARDOWN`. The code cells' own times are left in
     :data:`LAST_CELLS` (the rest of ``seconds`` is the kernel's start and the

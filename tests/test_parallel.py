@@ -55,3 +55,22 @@ def test_bad_input_names_the_argument():
 def test_items_need_not_be_picklable():
     jobs = [lambda: 1, lambda: 2, lambda: 3]  # lambdas cannot be pickled; the workers inherit them
     assert parallel.map_runs(lambda job: job(), jobs) == [1, 2, 3]
+
+
+@pytest.mark.skipif(parallel.workers() < 2, reason="needs two cores and fork")
+def test_workers_inherit_the_optimisers_lazy_imports():
+    # torch imports torch._dynamo on a process's first optimiser; map_runs imports it before it
+    # forks, so that no worker pays for it again. Checked in a fresh interpreter, where nothing
+    # has imported it yet.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from kt_helpers import parallel\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "print(parallel.map_runs(lambda _: 'torch._dynamo' in sys.modules, [0, 1]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[True, True]"
